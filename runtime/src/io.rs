@@ -1,0 +1,218 @@
+//! Weights files: safetensors with every parameter tensor of a [`Flow`] under its canonical name,
+//! plus metadata that ties the file to the architecture (`flowspec.fingerprint`).
+//!
+//! Saving never leaves a half-written file where the old one was; loading validates the whole
+//! file before touching the flow, so a failed load leaves the flow unchanged.
+
+use crate::error::IoError;
+use crate::flow::Flow;
+use crate::real::Real;
+use safetensors::{Dtype, SafeTensors};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Metadata key: the architecture fingerprint, 16 lowercase hex digits.
+pub const KEY_FINGERPRINT: &str = "flowspec.fingerprint";
+/// Metadata key: the flow's name in the spec.
+pub const KEY_FLOW: &str = "flowspec.flow";
+/// Metadata key: `"f32"` or `"f64"`.
+pub const KEY_DTYPE: &str = "flowspec.dtype";
+/// Metadata key: the file layout version, [`FORMAT`].
+pub const KEY_FORMAT: &str = "flowspec.format";
+/// The file layout version this crate writes and reads.
+pub const FORMAT: &str = "1";
+
+/// Writes every parameter of `flow` to `path` as safetensors.
+pub fn save<F: Flow + ?Sized>(flow: &F, path: &Path) -> Result<(), IoError> {
+    let name = path.display().to_string();
+    let dtype = dtype_of::<F::Real>();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    flow.visit_params(&mut |tensor, shape, data| {
+        tensors.push((tensor, shape.to_vec(), to_bytes(data)));
+    });
+    let views = tensors
+        .iter()
+        .map(|(n, shape, bytes)| {
+            let view = safetensors::tensor::TensorView::new(dtype, shape.clone(), bytes);
+            view.map(|v| (n.as_str(), v))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| IoError::Serialize { path: name.clone(), source })?;
+    let metadata = HashMap::from([
+        (KEY_FINGERPRINT.to_string(), format!("{:016x}", flow.fingerprint())),
+        (KEY_FLOW.to_string(), flow.name().to_string()),
+        (KEY_DTYPE.to_string(), F::Real::DTYPE.to_string()),
+        (KEY_FORMAT.to_string(), FORMAT.to_string()),
+    ]);
+    let bytes = safetensors::serialize(views, Some(metadata))
+        .map_err(|source| IoError::Serialize { path: name.clone(), source })?;
+    write_atomically(path, &bytes).map_err(|source| IoError::Io { path: name, source })
+}
+
+/// Writes `bytes` to a temporary file next to `path`, then renames it over `path`: a crash or
+/// a full disk leaves either the old file or the new one, never a torn one.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = temp_path(path);
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// A fresh name in the same directory (so the rename stays on one file system).
+fn temp_path(path: &Path) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let file = path.file_name().map_or("weights".into(), |f| f.to_string_lossy());
+    let tmp = format!(".{file}.tmp-{}-{n}", std::process::id());
+    path.with_file_name(tmp)
+}
+
+/// Reads `path` into `flow`, after checking that the file was written for this architecture
+/// and holds exactly the flow's tensors with the right shapes and dtype.
+pub fn load_into<F: Flow + ?Sized>(flow: &mut F, path: &Path) -> Result<(), IoError> {
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| IoError::Io { path: name.clone(), source })?;
+    let values = validate(&*flow, &bytes, &name)?;
+    let mut values = values.into_iter();
+    flow.visit_params_mut(&mut |_, _, data| {
+        let v = values.next().expect("validated: one tensor per parameter");
+        data.copy_from_slice(&v);
+    });
+    Ok(())
+}
+
+/// The `flowspec.*` (and any other) metadata of a weights file.
+pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>, IoError> {
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| IoError::Io { path: name.clone(), source })?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes)
+        .map_err(|source| IoError::Format { path: name, source })?;
+    Ok(meta.metadata().clone().unwrap_or_default())
+}
+
+/// Checks everything about the file against `flow` and returns each tensor's values in the
+/// canonical order.
+fn validate<F: Flow + ?Sized>(
+    flow: &F,
+    bytes: &[u8],
+    path: &str,
+) -> Result<Vec<Vec<F::Real>>, IoError> {
+    let format_err = |source| IoError::Format { path: path.to_string(), source };
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(format_err)?;
+    let meta = meta.metadata().clone().unwrap_or_default();
+    check_metadata(flow, &meta, path)?;
+    let file = SafeTensors::deserialize(bytes).map_err(format_err)?;
+    let mut values = Vec::new();
+    for spec in flow.param_specs() {
+        let Ok(view) = file.tensor(&spec.name) else {
+            return Err(IoError::MissingTensor { path: path.to_string(), name: spec.name });
+        };
+        let err_path = path.to_string();
+        if view.dtype() != dtype_of::<F::Real>() {
+            let (found, expected) = (format!("{}", view.dtype()), format!("{}", dtype_of::<F::Real>()));
+            return Err(IoError::WrongDtype { path: err_path, name: spec.name, found, expected });
+        }
+        if view.shape() != spec.shape.as_slice() {
+            let found = view.shape().to_vec();
+            return Err(IoError::WrongShape { path: err_path, name: spec.name, found, expected: spec.shape });
+        }
+        values.push(from_bytes::<F::Real>(view.data()));
+    }
+    if let Some(extra) = extra_tensor(&file, flow) {
+        let flow = flow.name().to_string();
+        return Err(IoError::ExtraTensor { path: path.to_string(), name: extra, flow });
+    }
+    Ok(values)
+}
+
+/// Checks the format version and that the fingerprint is the flow's.
+fn check_metadata<F: Flow + ?Sized>(
+    flow: &F,
+    meta: &HashMap<String, String>,
+    path: &str,
+) -> Result<(), IoError> {
+    let get = |key: &'static str| {
+        meta.get(key).ok_or(IoError::MissingMetadata { path: path.to_string(), key })
+    };
+    let bad = |key, value: &String, reason| IoError::BadMetadata {
+        path: path.to_string(),
+        key,
+        value: value.clone(),
+        reason,
+    };
+    let format = get(KEY_FORMAT)?;
+    if format != FORMAT {
+        return Err(bad(KEY_FORMAT, format, "this version of flowspec reads format \"1\""));
+    }
+    // Before the fingerprint: if it covers the dtype, this is the clearer message.
+    let dtype = get(KEY_DTYPE)?;
+    if dtype != F::Real::DTYPE {
+        return Err(IoError::DtypeMismatch {
+            path: path.to_string(),
+            found: dtype.clone(),
+            flow: flow.name().to_string(),
+            expected: F::Real::DTYPE,
+        });
+    }
+    let fingerprint = get(KEY_FINGERPRINT)?;
+    let saved = (fingerprint.len() == 16)
+        .then(|| u64::from_str_radix(fingerprint, 16).ok())
+        .flatten()
+        .ok_or_else(|| bad(KEY_FINGERPRINT, fingerprint, "expected 16 hex digits"))?;
+    if saved != flow.fingerprint() {
+        return Err(IoError::WrongFlow {
+            path: path.to_string(),
+            saved_flow: meta.get(KEY_FLOW).cloned().unwrap_or_else(|| "?".into()),
+            saved_fingerprint: fingerprint.clone(),
+            flow: flow.name().to_string(),
+            fingerprint: flow.fingerprint(),
+        });
+    }
+    Ok(())
+}
+
+/// The first tensor in the file (by name, so the error is deterministic) that the flow lacks.
+fn extra_tensor<F: Flow + ?Sized>(file: &SafeTensors, flow: &F) -> Option<String> {
+    let known: std::collections::HashSet<String> =
+        flow.param_specs().into_iter().map(|s| s.name).collect();
+    let mut names: Vec<&str> = file.names().into_iter().filter(|n| !known.contains(*n)).collect();
+    names.sort_unstable();
+    names.first().map(|n| n.to_string())
+}
+
+fn dtype_of<T: Real>() -> Dtype {
+    if T::DTYPE == "f32" {
+        Dtype::F32
+    } else {
+        Dtype::F64
+    }
+}
+
+/// Little-endian bytes, as safetensors requires; f32 flows store 4 bytes per value.
+fn to_bytes<T: Real>(data: &[T]) -> Vec<u8> {
+    if T::DTYPE == "f32" {
+        data.iter().flat_map(|v| (v.f64() as f32).to_le_bytes()).collect()
+    } else {
+        data.iter().flat_map(|v| v.f64().to_le_bytes()).collect()
+    }
+}
+
+/// The inverse of [`to_bytes`]; exact, since f32 -> f64 -> f32 round-trips.
+fn from_bytes<T: Real>(bytes: &[u8]) -> Vec<T> {
+    if T::DTYPE == "f32" {
+        let word = |c: &[u8]| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64;
+        bytes.chunks_exact(4).map(|c| T::of(word(c))).collect()
+    } else {
+        let word = |c: &[u8]| f64::from_le_bytes(c.try_into().expect("chunk of 8"));
+        bytes.chunks_exact(8).map(|c| T::of(word(c))).collect()
+    }
+}

@@ -1,0 +1,331 @@
+//! Coupling layers: the columns `trans` are transformed by an elementwise map whose
+//! parameters an [`Mlp`] computes from the columns `cond`, which pass through unchanged.
+//!
+//! The conditioner's input is `x[:, cond]`, gathered in the order of `cond`. Affine
+//! (RealNVP) conditioners output `2 |trans|` columns: shifts first, then raw log-scales.
+//! Additive (NICE) conditioners output `|trans|` shifts.
+
+use crate::nn::{resize, Mlp, MlpScratch};
+use crate::real::Real;
+use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Zip};
+
+/// Buffers of a coupling layer, reused across calls.
+#[derive(Clone, Debug, Default)]
+pub struct CouplingScratch<T> {
+    /// The conditioner's buffers.
+    pub net: MlpScratch<T>,
+    /// `x[:, cond]`, the conditioner's input.
+    pub xc: Array2<T>,
+    /// The gradient with respect to the conditioner's output.
+    pub dout: Array2<T>,
+    /// The gradient with respect to the conditioner's input.
+    pub dxc: Array2<T>,
+}
+
+/// zuko's soft clamp of a raw log-scale, `a / (1 + |a| / bound)`, and the factor
+/// `1 + |a| / bound` (its derivative is the inverse square of that factor).
+#[inline]
+fn soft_clamp<T: Real>(a: T, bound: T) -> (T, T) {
+    let r = T::one() + a.abs() / bound;
+    (a / r, r)
+}
+
+/// Gathers `x[:, cond]` into `s.xc` and runs the conditioner on it.
+fn condition<T: Real>(net: &Mlp<T>, cond: &[usize], x: ArrayView2<T>, s: &mut CouplingScratch<T>) {
+    resize(&mut s.xc, x.nrows(), cond.len());
+    Zip::from(s.xc.rows_mut()).and(x.rows()).for_each(|mut dst, src| {
+        for (d, &c) in dst.iter_mut().zip(cond) {
+            *d = src[c];
+        }
+    });
+    net.forward(s.xc.view(), &mut s.net);
+}
+
+/// The conditioner's output after [`condition`]. A layerless conditioner is the identity and
+/// leaves its input in `acts` too; `xc` is only the fallback for a scratch never run.
+fn net_out<'a, T>(net: &'a MlpScratch<T>, xc: &'a Array2<T>) -> ArrayView2<'a, T> {
+    debug_assert!(!net.acts.is_empty(), "coupling: conditioner not run");
+    net.acts.last().unwrap_or(xc).view()
+}
+
+/// Backpropagates `s.dout` (filled by the caller) through the conditioner, accumulating its
+/// parameter gradients, and adds the gradient with respect to its input to `g[:, cond]`.
+fn condition_backward<T: Real>(
+    net: &Mlp<T>,
+    cond: &[usize],
+    mut g: ArrayViewMut2<T>,
+    grad: &mut Mlp<T>,
+    s: &mut CouplingScratch<T>,
+) {
+    resize(&mut s.dxc, g.nrows(), cond.len());
+    s.dxc.fill(T::zero());
+    net.backward(s.xc.view(), &mut s.net, s.dout.view(), grad, Some(s.dxc.view_mut()));
+    Zip::from(g.rows_mut()).and(s.dxc.rows()).for_each(|mut dst, src| {
+        for (&v, &c) in src.iter().zip(cond) {
+            dst[c] += v;
+        }
+    });
+}
+
+/// Affine coupling, normalizing direction:
+/// `z[:, trans[k]] = x[:, trans[k]] * exp(s_k) + b_k`, `ld += sum_k s_k`.
+pub fn affine_coupling_inverse<T: Real>(
+    net: &Mlp<T>,
+    cond: &[usize],
+    trans: &[usize],
+    bound: T,
+    mut x: ArrayViewMut2<T>,
+    ld: ArrayViewMut1<T>,
+    s: &mut CouplingScratch<T>,
+) {
+    condition(net, cond, x.view(), s);
+    let t = trans.len();
+    Zip::from(x.rows_mut()).and(net_out(&s.net, &s.xc).rows()).and(ld).for_each(|mut row, o, ld| {
+        let mut acc = T::zero();
+        for (k, &c) in trans.iter().enumerate() {
+            let (sk, _) = soft_clamp(o[t + k], bound);
+            row[c] = row[c] * sk.exp() + o[k];
+            acc += sk;
+        }
+        *ld += acc;
+    });
+}
+
+/// Affine coupling, generative direction: `x = (z - b) * exp(-s)`, `ld += -sum_k s_k`.
+pub fn affine_coupling_forward<T: Real>(
+    net: &Mlp<T>,
+    cond: &[usize],
+    trans: &[usize],
+    bound: T,
+    mut x: ArrayViewMut2<T>,
+    ld: ArrayViewMut1<T>,
+    s: &mut CouplingScratch<T>,
+) {
+    condition(net, cond, x.view(), s);
+    let t = trans.len();
+    Zip::from(x.rows_mut()).and(net_out(&s.net, &s.xc).rows()).and(ld).for_each(|mut row, o, ld| {
+        let mut acc = T::zero();
+        for (k, &c) in trans.iter().enumerate() {
+            let (sk, _) = soft_clamp(o[t + k], bound);
+            row[c] = (row[c] - o[k]) * (-sk).exp();
+            acc += sk;
+        }
+        *ld -= acc;
+    });
+}
+
+/// Backward pass of [`affine_coupling_inverse`]. `x_in` is the layer's input (n x D); `g`
+/// holds dLoss/dz on entry and dLoss/dx on return; `dld` is dLoss/d(ld) per row. Accumulates
+/// the conditioner's parameter gradients into `grad`.
+#[allow(clippy::too_many_arguments)]
+pub fn affine_coupling_backward<T: Real>(
+    net: &Mlp<T>,
+    cond: &[usize],
+    trans: &[usize],
+    bound: T,
+    x_in: ArrayView2<T>,
+    mut g: ArrayViewMut2<T>,
+    dld: ArrayView1<T>,
+    grad: &mut Mlp<T>,
+    s: &mut CouplingScratch<T>,
+) {
+    debug_assert_eq!(x_in.dim(), g.dim(), "affine_coupling_backward: shapes");
+    condition(net, cond, x_in, s);
+    let t = trans.len();
+    resize(&mut s.dout, x_in.nrows(), 2 * t);
+    Zip::from(g.rows_mut())
+        .and(x_in.rows())
+        .and(net_out(&s.net, &s.xc).rows())
+        .and(s.dout.rows_mut())
+        .and(dld)
+        .for_each(|mut gr, xr, o, mut dr, &dl| {
+            for (k, &c) in trans.iter().enumerate() {
+                let (sk, r) = soft_clamp(o[t + k], bound);
+                let e = sk.exp();
+                let gz = gr[c];
+                gr[c] = gz * e;
+                dr[k] = gz;
+                // z depends on s through x * exp(s), ld through s itself.
+                dr[t + k] = (gz * xr[c] * e + dl) / (r * r);
+            }
+        });
+    condition_backward(net, cond, g, grad, s);
+}
+
+/// Additive coupling, normalizing direction: `z[:, trans[k]] = x[:, trans[k]] + b_k`; the
+/// log-determinant is zero, so `ld` is untouched.
+pub fn additive_coupling_inverse<T: Real>(
+    net: &Mlp<T>,
+    cond: &[usize],
+    trans: &[usize],
+    x: ArrayViewMut2<T>,
+    ld: ArrayViewMut1<T>,
+    s: &mut CouplingScratch<T>,
+) {
+    additive_shift(net, cond, trans, T::one(), x, ld, s);
+}
+
+/// Additive coupling, generative direction: `x = z - b`.
+pub fn additive_coupling_forward<T: Real>(
+    net: &Mlp<T>,
+    cond: &[usize],
+    trans: &[usize],
+    x: ArrayViewMut2<T>,
+    ld: ArrayViewMut1<T>,
+    s: &mut CouplingScratch<T>,
+) {
+    additive_shift(net, cond, trans, -T::one(), x, ld, s);
+}
+
+/// Adds `sign * b` to the transformed columns.
+fn additive_shift<T: Real>(
+    net: &Mlp<T>,
+    cond: &[usize],
+    trans: &[usize],
+    sign: T,
+    mut x: ArrayViewMut2<T>,
+    ld: ArrayViewMut1<T>,
+    s: &mut CouplingScratch<T>,
+) {
+    debug_assert_eq!(x.nrows(), ld.len(), "additive coupling: ld length");
+    condition(net, cond, x.view(), s);
+    Zip::from(x.rows_mut()).and(net_out(&s.net, &s.xc).rows()).for_each(|mut row, o| {
+        for (&b, &c) in o.iter().zip(trans) {
+            row[c] += sign * b;
+        }
+    });
+}
+
+/// Backward pass of [`additive_coupling_inverse`]; arguments as in
+/// [`affine_coupling_backward`]. `dld` is unused (the log-determinant is constant) but kept
+/// so every coupling has the same backward signature.
+pub fn additive_coupling_backward<T: Real>(
+    net: &Mlp<T>,
+    cond: &[usize],
+    trans: &[usize],
+    x_in: ArrayView2<T>,
+    g: ArrayViewMut2<T>,
+    dld: ArrayView1<T>,
+    grad: &mut Mlp<T>,
+    s: &mut CouplingScratch<T>,
+) {
+    debug_assert_eq!(x_in.dim(), g.dim(), "additive_coupling_backward: shapes");
+    debug_assert_eq!(x_in.nrows(), dld.len(), "additive_coupling_backward: dld length");
+    condition(net, cond, x_in, s);
+    resize(&mut s.dout, x_in.nrows(), trans.len());
+    // dz/dx on the transformed columns is the identity, so g passes through there and the
+    // shifts receive the same gradient.
+    Zip::from(s.dout.rows_mut()).and(g.rows()).for_each(|mut dr, gr| {
+        for (d, &c) in dr.iter_mut().zip(trans) {
+            *d = gr[c];
+        }
+    });
+    condition_backward(net, cond, g, grad, s);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::testutil::{check_layer, randomize, rng, Layer};
+    use crate::nn::Activation;
+    use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
+
+    struct Coupling {
+        affine: bool,
+        net: Mlp<f64>,
+        cond: Vec<usize>,
+        trans: Vec<usize>,
+        bound: f64,
+        s: CouplingScratch<f64>,
+    }
+
+    impl Coupling {
+        /// A coupling with random conditioner weights, large enough that the soft clamp bites.
+        fn new(affine: bool, act: Activation, cond: &[usize], trans: &[usize], seed: u64) -> Self {
+            let out = if affine { 2 * trans.len() } else { trans.len() };
+            let mut net = Mlp::zeros(&[cond.len(), 6, 5, out], act);
+            randomize(&mut net, &mut rng(seed), 1.0);
+            let (cond, trans) = (cond.to_vec(), trans.to_vec());
+            Self { affine, net, cond, trans, bound: 1.5, s: CouplingScratch::default() }
+        }
+    }
+
+    impl Layer for Coupling {
+        type P = Mlp<f64>;
+        fn params_mut(&mut self) -> &mut Mlp<f64> {
+            &mut self.net
+        }
+        fn inverse(&mut self, x: ArrayViewMut2<f64>, ld: ArrayViewMut1<f64>) {
+            let (n, c, t, s) = (&self.net, &self.cond[..], &self.trans[..], &mut self.s);
+            if self.affine {
+                affine_coupling_inverse(n, c, t, self.bound, x, ld, s);
+            } else {
+                additive_coupling_inverse(n, c, t, x, ld, s);
+            }
+        }
+        fn forward(&mut self, x: ArrayViewMut2<f64>, ld: ArrayViewMut1<f64>) {
+            let (n, c, t, s) = (&self.net, &self.cond[..], &self.trans[..], &mut self.s);
+            if self.affine {
+                affine_coupling_forward(n, c, t, self.bound, x, ld, s);
+            } else {
+                additive_coupling_forward(n, c, t, x, ld, s);
+            }
+        }
+        fn backward(&mut self, x: ArrayView2<f64>, g: ArrayViewMut2<f64>, dld: ArrayView1<f64>, grad: &mut Mlp<f64>) {
+            let (n, c, t, s) = (&self.net, &self.cond[..], &self.trans[..], &mut self.s);
+            if self.affine {
+                affine_coupling_backward(n, c, t, self.bound, x, g, dld, grad, s);
+            } else {
+                additive_coupling_backward(n, c, t, x, g, dld, grad, s);
+            }
+        }
+    }
+
+    #[test]
+    fn affine_coupling_non_contiguous_columns() {
+        for (i, act) in [Activation::Tanh, Activation::Elu(1.0)].into_iter().enumerate() {
+            check_layer(&mut Coupling::new(true, act, &[2, 0], &[1, 3], 10 + i as u64), 4, 1);
+        }
+    }
+
+    #[test]
+    fn affine_coupling_odd_split() {
+        check_layer(&mut Coupling::new(true, Activation::LeakyRelu(0.1), &[1], &[2, 0], 11), 3, 2);
+        check_layer(&mut Coupling::new(true, Activation::Relu, &[0, 2], &[1], 12), 3, 3);
+    }
+
+    #[test]
+    fn additive_coupling_non_contiguous_columns() {
+        check_layer(&mut Coupling::new(false, Activation::Relu, &[2, 0], &[1, 3], 13), 4, 4);
+        check_layer(&mut Coupling::new(false, Activation::Tanh, &[1], &[2, 0], 14), 3, 5);
+    }
+
+    #[test]
+    fn soft_clamp_bounds_the_log_scale() {
+        for a in [-1e6f64, -3.0, 0.0, 0.5, 1e6] {
+            let (s, _) = soft_clamp(a, 2.0);
+            assert!(s.abs() < 2.0 && s.signum() == if a == 0.0 { 1.0 } else { a.signum() });
+        }
+        assert!((soft_clamp(1e-9f64, 2.0).0 - 1e-9).abs() < 1e-15);
+    }
+
+    #[test]
+    fn zero_last_layer_is_the_identity() {
+        let net = Mlp::new(&[2, 8, 4], Activation::Relu, &mut rng(3), true);
+        let x = crate::layers::testutil::uniform(&mut rng(4), 7, 4, 2.0);
+        let (mut z, mut ld) = (x.clone(), ndarray::Array1::zeros(7));
+        let mut s = CouplingScratch::default();
+        affine_coupling_inverse(&net, &[2, 0], &[1, 3], 2.0, z.view_mut(), ld.view_mut(), &mut s);
+        assert_eq!(z, x);
+        assert!(ld.iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn scratch_survives_batch_size_changes() {
+        let mut c = Coupling::new(true, Activation::Tanh, &[0], &[1], 15);
+        for n in [5, 2, 9] {
+            let x = crate::layers::testutil::uniform(&mut rng(n as u64), n, 2, 2.0);
+            crate::layers::testutil::check_round_trip(&mut c, &x);
+        }
+    }
+}

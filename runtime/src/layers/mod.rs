@@ -1,0 +1,17 @@
+//! Flow layer kernels. Each layer has an `*_inverse` (normalizing) kernel, a `*_forward`
+//! (generative) kernel and a `*_backward` kernel for the normalizing direction; see the crate
+//! docs for the shared conventions.
+
+mod coupling;
+mod elementwise;
+#[cfg(test)]
+pub(crate) mod testutil;
+
+pub use coupling::{
+    additive_coupling_backward, additive_coupling_forward, additive_coupling_inverse,
+    affine_coupling_backward, affine_coupling_forward, affine_coupling_inverse, CouplingScratch,
+};
+pub use elementwise::{
+    actnorm_backward, actnorm_data_init, actnorm_forward, actnorm_inverse, rescale_backward,
+    rescale_forward, rescale_inverse, ActNorm, Rescale,
+};

@@ -1,0 +1,130 @@
+//! The Adam optimizer, with PyTorch's semantics (bias-corrected moments, `eps` added to the
+//! square root of the corrected second moment), so learning rates carry over from PyTorch.
+
+use crate::real::Real;
+
+/// Adam over a flat parameter vector. The moments are kept in f64 even for f32 flows, so their
+/// small running averages do not lose precision.
+#[derive(Clone, Debug)]
+pub struct Adam {
+    /// The learning rate; training may change it between steps (cosine decay).
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// First moment (running mean of the gradient).
+    pub m: Vec<f64>,
+    /// Second moment (running mean of the squared gradient).
+    pub v: Vec<f64>,
+    /// The number of steps taken.
+    pub t: u64,
+}
+
+impl Adam {
+    /// Adam for `n_params` parameters with PyTorch's defaults (0.9, 0.999, 1e-8).
+    pub fn new(n_params: usize, lr: f64) -> Self {
+        Self {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            m: vec![0.0; n_params],
+            v: vec![0.0; n_params],
+            t: 0,
+        }
+    }
+
+    /// One update of `params` against the gradient `grad` of the loss.
+    ///
+    /// Panics if the lengths differ from `n_params` (a programming error, not user input).
+    pub fn step<T: Real>(&mut self, params: &mut [T], grad: &[T]) {
+        assert_eq!(params.len(), self.m.len(), "Adam::step: wrong number of parameters");
+        assert_eq!(grad.len(), self.m.len(), "Adam::step: wrong gradient length");
+        self.t += 1;
+        // Exponent as i32 would overflow after 2^31 steps; powf has no such limit.
+        let t = self.t as f64;
+        let bias1 = 1.0 - self.beta1.powf(t);
+        let bias2_sqrt = (1.0 - self.beta2.powf(t)).sqrt();
+        let step_size = self.lr / bias1;
+        let (b1, b2) = (self.beta1, self.beta2);
+        let moments = self.m.iter_mut().zip(self.v.iter_mut());
+        for ((p, g), (m, v)) in params.iter_mut().zip(grad).zip(moments) {
+            let g = g.f64();
+            *m = b1 * *m + (1.0 - b1) * g;
+            *v = b2 * *v + (1.0 - b2) * g * g;
+            // The same order of operations as torch.optim.Adam (non-fused, non-amsgrad).
+            let denom = v.sqrt() / bias2_sqrt + self.eps;
+            *p = T::of(p.f64() - step_size * *m / denom);
+        }
+    }
+
+    /// Forgets the moments and the step count.
+    pub fn reset(&mut self) {
+        self.m.iter_mut().for_each(|x| *x = 0.0);
+        self.v.iter_mut().for_each(|x| *x = 0.0);
+        self.t = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_step_matches_hand_computation() {
+        // Step 1: m = 0.1 g, v = 0.001 g^2, m_hat = g, v_hat = g^2, so each parameter moves
+        // by lr * g / (|g| + eps): almost exactly lr against the gradient's sign.
+        let mut adam = Adam::new(3, 0.1);
+        let mut p = [1.0f64, -2.0, 0.5];
+        let g = [0.5f64, -4.0, 0.0];
+        adam.step(&mut p, &g);
+        let expect = |p0: f64, g: f64| p0 - 0.1 * g / (g.abs() + 1e-8);
+        for i in 0..3 {
+            assert!((p[i] - expect([1.0, -2.0, 0.5][i], g[i])).abs() < 1e-14, "{i}: {}", p[i]);
+        }
+        assert_eq!(adam.t, 1);
+        assert!((adam.m[1] - -0.4).abs() < 1e-15);
+        assert!((adam.v[1] - 0.016).abs() < 1e-15);
+    }
+
+    #[test]
+    fn second_step_matches_hand_computation() {
+        let mut adam = Adam::new(1, 0.01);
+        let mut p = [0.0f64];
+        adam.step(&mut p, &[1.0]);
+        adam.step(&mut p, &[3.0]);
+        // m = 0.9*0.1 + 0.1*3 = 0.39; v = 0.999*0.001 + 0.001*9 = 0.009999
+        let m_hat = 0.39 / (1.0 - 0.81);
+        let v_hat: f64 = 0.009999 / (1.0 - 0.998001);
+        let expected = -0.01 - 0.01 * m_hat / (v_hat.sqrt() + 1e-8);
+        assert!((p[0] - expected).abs() < 1e-12, "{} vs {expected}", p[0]);
+    }
+
+    #[test]
+    fn minimises_a_quadratic_in_f32_and_f64() {
+        // f(p) = sum_i c_i (p_i - a_i)^2 with very different curvatures.
+        let a = [3.0, -1.0, 0.25];
+        let c = [1.0, 10.0, 0.1];
+        let mut p64 = [0.0f64; 3];
+        let mut p32 = [0.0f32; 3];
+        let (mut o64, mut o32) = (Adam::new(3, 0.05), Adam::new(3, 0.05));
+        for _ in 0..3000 {
+            let g64: Vec<f64> = (0..3).map(|i| 2.0 * c[i] * (p64[i] - a[i])).collect();
+            let g32: Vec<f32> = (0..3).map(|i| (2.0 * c[i] * (p32[i] as f64 - a[i])) as f32).collect();
+            o64.step(&mut p64, &g64);
+            o32.step(&mut p32, &g32);
+        }
+        for i in 0..3 {
+            assert!((p64[i] - a[i]).abs() < 1e-3, "f64 p[{i}] = {}", p64[i]);
+            assert!((p32[i] as f64 - a[i]).abs() < 1e-3, "f32 p[{i}] = {}", p32[i]);
+        }
+    }
+
+    #[test]
+    fn reset_forgets_state() {
+        let mut adam = Adam::new(2, 0.1);
+        adam.step(&mut [1.0f64, 2.0], &[1.0, 1.0]);
+        adam.reset();
+        assert_eq!((adam.t, adam.m.clone(), adam.v.clone()), (0, vec![0.0; 2], vec![0.0; 2]));
+    }
+}
