@@ -10,6 +10,7 @@ pub mod ast;
 pub mod check;
 pub mod codegen;
 pub mod diag;
+pub mod expand;
 pub mod ir;
 pub mod parse;
 pub mod span;

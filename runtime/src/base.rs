@@ -8,10 +8,7 @@ use rand_distr::{Distribution, StandardNormal};
 pub fn std_normal_log_prob<T: Real>(z: ArrayView2<T>) -> Array1<T> {
     let half = T::of(0.5);
     let norm = T::of(0.5 * (2.0 * std::f64::consts::PI).ln() * z.ncols() as f64);
-    z.rows()
-        .into_iter()
-        .map(|row| -half * row.iter().map(|&v| v * v).sum::<T>() - norm)
-        .collect()
+    z.rows().into_iter().map(|row| -half * row.iter().map(|&v| v * v).sum::<T>() - norm).collect()
 }
 
 /// `g = scale * dNLL/dz = scale * z` (overwrites `g`; `scale` is usually `1/n` for a mean NLL).

@@ -137,6 +137,11 @@ pub enum TrainError {
     /// The data's width differs from the flow's dimension.
     #[error("the data has {found} columns but the flow `{flow}` expects {expected}")]
     DimMismatch { found: usize, expected: usize, flow: String },
+    /// The data holds a NaN or infinite value (row and column 1-based).
+    #[error(
+        "row {row}, column {col} of the data is {value}: only finite values can be trained on"
+    )]
+    NonFiniteData { row: usize, col: usize, value: f64 },
     /// The loss became NaN or infinite; the best parameters so far were restored.
     #[error(
         "the loss became {loss} at step {step}; training stopped and the best parameters \

@@ -118,12 +118,18 @@ fn validate<F: Flow + ?Sized>(
         };
         let err_path = path.to_string();
         if view.dtype() != dtype_of::<F::Real>() {
-            let (found, expected) = (format!("{}", view.dtype()), format!("{}", dtype_of::<F::Real>()));
+            let (found, expected) =
+                (format!("{}", view.dtype()), format!("{}", dtype_of::<F::Real>()));
             return Err(IoError::WrongDtype { path: err_path, name: spec.name, found, expected });
         }
         if view.shape() != spec.shape.as_slice() {
             let found = view.shape().to_vec();
-            return Err(IoError::WrongShape { path: err_path, name: spec.name, found, expected: spec.shape });
+            return Err(IoError::WrongShape {
+                path: err_path,
+                name: spec.name,
+                found,
+                expected: spec.shape,
+            });
         }
         values.push(from_bytes::<F::Real>(view.data()));
     }
@@ -214,5 +220,209 @@ fn from_bytes<T: Real>(bytes: &[u8]) -> Vec<T> {
     } else {
         let word = |c: &[u8]| f64::from_le_bytes(c.try_into().expect("chunk of 8"));
         bytes.chunks_exact(8).map(|c| T::of(word(c))).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::tests::DiagGauss;
+
+    /// A fresh directory under the temp dir, removed on drop.
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("flowspec-io-{}-{name}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+        fn file(&self, name: &str) -> PathBuf {
+            self.0.join(name)
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn flow64() -> DiagGauss<f64> {
+        let mut f = DiagGauss::new(2);
+        f.set_params(&[0.25, -1.5, 0.125, 3.0]);
+        f
+    }
+
+    /// A tensor to write by hand: name, dtype, shape.
+    type Spec<'a> = (&'a str, Dtype, Vec<usize>);
+
+    /// Writes a safetensors file by hand: (name, dtype, shape), all values zero.
+    fn write_raw(path: &Path, tensors: &[Spec], meta: &[(&str, &str)]) {
+        let bytes: Vec<Vec<u8>> = tensors
+            .iter()
+            .map(|(_, dt, shape)| vec![0u8; shape.iter().product::<usize>() * dt.bitsize() / 8])
+            .collect();
+        let views = tensors.iter().zip(&bytes).map(|((name, dt, shape), b)| {
+            (*name, safetensors::tensor::TensorView::new(*dt, shape.clone(), b).unwrap())
+        });
+        let meta = meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        std::fs::write(path, safetensors::serialize(views, Some(meta)).unwrap()).unwrap();
+    }
+
+    fn good_meta(fp: &str) -> Vec<(&'static str, String)> {
+        let fp = fp.to_string();
+        vec![
+            (KEY_FORMAT, "1".into()),
+            (KEY_FINGERPRINT, fp),
+            (KEY_FLOW, "Diag".into()),
+            (KEY_DTYPE, "f64".into()),
+        ]
+    }
+
+    fn load_err(path: &Path) -> (IoError, DiagGauss<f64>) {
+        let mut flow = flow64();
+        let err = load_into(&mut flow, path).unwrap_err();
+        (err, flow)
+    }
+
+    #[test]
+    fn save_then_load_round_trips_f64_and_f32() {
+        let dir = TempDir::new("roundtrip");
+        let path = dir.file("w.safetensors");
+        let src = flow64();
+        save(&src, &path).unwrap();
+        let mut dst = DiagGauss::<f64>::new(2);
+        load_into(&mut dst, &path).unwrap();
+        assert_eq!(dst.params(), src.params());
+
+        let mut src32 = DiagGauss::<f32>::new(3);
+        src32.set_params(&[0.1, 0.2, 0.3, -1e-7, 1e7, 3.5]);
+        save(&src32, &path).unwrap(); // overwrites
+        let mut dst32 = DiagGauss::<f32>::new(3);
+        load_into(&mut dst32, &path).unwrap();
+        assert_eq!(dst32.params(), src32.params());
+        let names: Vec<_> =
+            std::fs::read_dir(&dir.0).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec!["w.safetensors"], "no temporary files left behind");
+    }
+
+    #[test]
+    fn metadata_is_written() {
+        let dir = TempDir::new("meta");
+        let path = dir.file("w.safetensors");
+        save(&flow64(), &path).unwrap();
+        let meta = read_metadata(&path).unwrap();
+        assert_eq!(meta[KEY_FINGERPRINT], format!("{:016x}", flow64().fingerprint()));
+        assert_eq!(meta[KEY_FINGERPRINT].len(), 16);
+        assert_eq!((meta[KEY_FLOW].as_str(), meta[KEY_DTYPE].as_str()), ("Diag", "f64"));
+        assert_eq!(meta[KEY_FORMAT], "1");
+    }
+
+    #[test]
+    fn another_architecture_is_refused() {
+        let dir = TempDir::new("arch");
+        let path = dir.file("weights.safetensors");
+        let mut other = DiagGauss::<f64>::new(2);
+        other.fingerprint = 0x0123_4567_89ab_cdef;
+        save(&other, &path).unwrap();
+        let (err, flow) = load_err(&path);
+        let expected = format!(
+            "{} were saved by flow `Diag` (fingerprint 0123456789abcdef) but this is flow `Diag` \
+             (fingerprint {:016x})",
+            path.display(),
+            flow.fingerprint()
+        );
+        assert_eq!(err.to_string(), expected);
+        assert_eq!(flow.params(), flow64().params(), "a failed load changes nothing");
+        save(&DiagGauss::<f32>::new(2), &path).unwrap();
+        let (err, _) = load_err(&path);
+        assert!(err.to_string().ends_with("holds f32 weights but the flow `Diag` is f64"), "{err}");
+    }
+
+    #[test]
+    fn tensor_problems_are_refused_before_anything_changes() {
+        let dir = TempDir::new("tensors");
+        let path = dir.file("w.safetensors");
+        let fp = format!("{:016x}", flow64().fingerprint());
+        let meta = good_meta(&fp);
+        let meta: Vec<(&str, &str)> = meta.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let cases: Vec<(Vec<Spec>, &str)> = vec![
+            (vec![("mu", Dtype::F64, vec![2])], "tensor `log_sigma` is missing"),
+            (
+                vec![("mu", Dtype::F64, vec![2]), ("log_sigma", Dtype::F64, vec![3])],
+                "tensor `log_sigma` has shape [3], expected [2]",
+            ),
+            (
+                vec![("mu", Dtype::F32, vec![2]), ("log_sigma", Dtype::F64, vec![2])],
+                "tensor `mu` has dtype F32, expected F64 (the flow's dtype)",
+            ),
+            (
+                vec![
+                    ("mu", Dtype::F64, vec![2]),
+                    ("log_sigma", Dtype::F64, vec![2]),
+                    ("zz", Dtype::F64, vec![1]),
+                ],
+                "unexpected tensor `zz` (not a parameter of flow `Diag`)",
+            ),
+        ];
+        for (tensors, msg) in cases {
+            write_raw(&path, &tensors, &meta);
+            let (err, flow) = load_err(&path);
+            assert_eq!(err.to_string(), format!("{}: {msg}", path.display()));
+            assert_eq!(flow.params(), flow64().params());
+        }
+        // The same tensors with valid metadata do load (all zeros).
+        write_raw(&path, &[("mu", Dtype::F64, vec![2]), ("log_sigma", Dtype::F64, vec![2])], &meta);
+        let mut flow = flow64();
+        load_into(&mut flow, &path).unwrap();
+        assert_eq!(flow.params(), vec![0.0; 4]);
+    }
+
+    #[test]
+    fn metadata_problems_are_refused() {
+        let dir = TempDir::new("badmeta");
+        let path = dir.file("w.safetensors");
+        let tensors = [("mu", Dtype::F64, vec![2]), ("log_sigma", Dtype::F64, vec![2])];
+        let fp = format!("{:016x}", flow64().fingerprint());
+        write_raw(&path, &tensors, &[(KEY_FORMAT, "1"), (KEY_DTYPE, "f64")]);
+        let msg = "metadata `flowspec.fingerprint` is missing (not a flowspec weights file?)";
+        assert_eq!(load_err(&path).0.to_string(), format!("{}: {msg}", path.display()));
+        write_raw(
+            &path,
+            &tensors,
+            &[(KEY_FORMAT, "2"), (KEY_DTYPE, "f64"), (KEY_FINGERPRINT, &fp)],
+        );
+        assert!(matches!(load_err(&path).0, IoError::BadMetadata { key: KEY_FORMAT, .. }));
+        write_raw(
+            &path,
+            &tensors,
+            &[(KEY_FORMAT, "1"), (KEY_DTYPE, "f64"), (KEY_FINGERPRINT, "xyz")],
+        );
+        assert!(matches!(load_err(&path).0, IoError::BadMetadata { key: KEY_FINGERPRINT, .. }));
+        write_raw(&path, &tensors, &[(KEY_FORMAT, "1"), (KEY_FINGERPRINT, &fp)]);
+        assert!(matches!(load_err(&path).0, IoError::MissingMetadata { key: KEY_DTYPE, .. }));
+    }
+
+    #[test]
+    fn broken_files_are_refused() {
+        let dir = TempDir::new("broken");
+        let path = dir.file("w.safetensors");
+        save(&flow64(), &path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        for cut in [0, 5, 8, 20, bytes.len() - 1] {
+            std::fs::write(&path, &bytes[..cut]).unwrap();
+            let (err, flow) = load_err(&path);
+            assert!(matches!(err, IoError::Format { .. }), "cut {cut}: {err}");
+            assert!(err.to_string().contains("not a valid safetensors file"));
+            assert_eq!(flow.params(), flow64().params());
+        }
+        std::fs::write(&path, b"hello, this is not safetensors at all").unwrap();
+        assert!(matches!(load_err(&path).0, IoError::Format { .. }));
+        assert!(matches!(read_metadata(&path), Err(IoError::Format { .. })));
+        let missing = dir.file("missing.safetensors");
+        assert!(matches!(load_err(&missing).0, IoError::Io { .. }));
+        assert!(matches!(read_metadata(&missing), Err(IoError::Io { .. })));
+        let nowhere = dir.file("no/such/dir/w.safetensors");
+        assert!(matches!(save(&flow64(), &nowhere), Err(IoError::Io { .. })));
     }
 }

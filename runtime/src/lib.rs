@@ -25,6 +25,7 @@ pub mod optim;
 pub mod params;
 pub mod real;
 pub mod train;
+pub mod verify;
 
 pub use error::{DataError, IoError, TrainError};
 pub use flow::Flow;

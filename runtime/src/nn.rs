@@ -99,7 +99,12 @@ impl<T: Real> Mlp<T> {
     /// `sizes = [in, h1, ..., out]`. PyTorch's `nn.Linear` default init: `w` and `b` drawn
     /// from `U(-1/sqrt(in), 1/sqrt(in))`. If `zero_last`, the last layer is all zero, so a
     /// coupling built on this network starts as the identity.
-    pub fn new(sizes: &[usize], act: Activation, rng: &mut crate::FlowRng, zero_last: bool) -> Self {
+    pub fn new(
+        sizes: &[usize],
+        act: Activation,
+        rng: &mut crate::FlowRng,
+        zero_last: bool,
+    ) -> Self {
         let mut mlp = Self::zeros(sizes, act);
         let n = mlp.layers.len();
         for layer in mlp.layers.iter_mut().take(if zero_last { n.saturating_sub(1) } else { n }) {
@@ -196,7 +201,7 @@ impl<T: Real> Params<T> for Mlp<T> {
     }
     fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(String, &[usize], &mut [T])) {
         for (i, l) in self.layers.iter_mut().enumerate() {
-            let shape = l.w.shape().to_vec();
+            let shape = [l.w.nrows(), l.w.ncols()];
             f(join(prefix, &format!("{i}.weight")), &shape, standard_slice_mut(&mut l.w));
             let shape = [l.b.len()];
             f(join(prefix, &format!("{i}.bias")), &shape, standard_slice_mut(&mut l.b));
@@ -205,7 +210,7 @@ impl<T: Real> Params<T> for Mlp<T> {
 }
 
 /// The elements of an array known to be in standard layout, in logical order.
-pub(crate) fn standard_slice<'a, T, S, D>(a: &'a ndarray::ArrayBase<S, D>) -> &'a [T]
+pub(crate) fn standard_slice<T, S, D>(a: &ndarray::ArrayBase<S, D>) -> &[T]
 where
     S: ndarray::Data<Elem = T>,
     D: Dimension,
@@ -232,7 +237,11 @@ pub(crate) fn resize<T: Real>(buf: &mut Array2<T>, n: usize, m: usize) {
 }
 
 /// Makes `bufs` one `n x w` matrix per width, reallocating only those whose shape differs.
-fn resize_all<T: Real>(bufs: &mut Vec<Array2<T>>, n: usize, widths: impl ExactSizeIterator<Item = usize>) {
+fn resize_all<T: Real>(
+    bufs: &mut Vec<Array2<T>>,
+    n: usize,
+    widths: impl ExactSizeIterator<Item = usize>,
+) {
     bufs.resize_with(widths.len(), || Array2::zeros((0, 0)));
     for (buf, w) in bufs.iter_mut().zip(widths) {
         resize(buf, n, w);
@@ -242,7 +251,9 @@ fn resize_all<T: Real>(bufs: &mut Vec<Array2<T>>, n: usize, widths: impl ExactSi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layers::testutil::{assert_close, fd_grad, flatten, randomize, rng, uniform, unflatten};
+    use crate::layers::testutil::{
+        assert_close, fd_grad, flatten, randomize, rng, unflatten, uniform,
+    };
     use ndarray::array;
 
     const ACTS: [Activation; 4] =
@@ -266,7 +277,12 @@ mod tests {
         let relu = Mlp { layers: layers.clone(), act: Activation::Relu };
         assert_eq!(output(&relu, x.view(), &mut s), array![[3.5], [0.5]]);
         let leaky = Mlp { layers, act: Activation::LeakyRelu(0.1) };
-        assert_close("leaky", output(&leaky, x.view(), &mut s).as_slice().unwrap(), &[3.05, 0.4], 1e-12);
+        assert_close(
+            "leaky",
+            output(&leaky, x.view(), &mut s).as_slice().unwrap(),
+            &[3.05, 0.4],
+            1e-12,
+        );
     }
 
     /// backward() matches finite differences of `sum(w .* net(x))`, accumulating into both
@@ -284,7 +300,9 @@ mod tests {
         net.forward(x.view(), &mut s);
         net.backward(x.view(), &mut s, w.view(), &mut grad, Some(dx.view_mut()));
 
-        let loss = |net: &Mlp<f64>, x: ArrayView2<f64>, s: &mut MlpScratch<f64>| (output(net, x, s) * &w).sum();
+        let loss = |net: &Mlp<f64>, x: ArrayView2<f64>, s: &mut MlpScratch<f64>| {
+            (output(net, x, s) * &w).sum()
+        };
         let p0 = flatten(&net);
         let mut probe = net.clone();
         let fd = fd_grad(&p0, |p| {
@@ -323,11 +341,18 @@ mod tests {
         let mut net = Mlp::<f64>::zeros(&[2, 5, 4], Activation::Relu);
         let mut seen = Vec::new();
         net.visit("c0.net", &mut |n, s, d| seen.push((n, s.to_vec(), d.len())));
-        let want = [("c0.net.0.weight", vec![2, 5]), ("c0.net.0.bias", vec![5]), ("c0.net.1.weight", vec![5, 4]), ("c0.net.1.bias", vec![4])];
-        let want: Vec<_> = want.into_iter().map(|(n, s)| (n.to_string(), s.clone(), s.iter().product())).collect();
+        let want = [
+            ("c0.net.0.weight", vec![2, 5]),
+            ("c0.net.0.bias", vec![5]),
+            ("c0.net.1.weight", vec![5, 4]),
+            ("c0.net.1.bias", vec![4]),
+        ];
+        let want: Vec<_> =
+            want.into_iter().map(|(n, s)| (n.to_string(), s.clone(), s.iter().product())).collect();
         assert_eq!(seen, want);
         // A strided weight (public field) is visited in logical order.
-        net.layers[0].w = Array2::from_shape_fn((5, 2), |(i, j)| (10 * i + j) as f64).reversed_axes();
+        net.layers[0].w =
+            Array2::from_shape_fn((5, 2), |(i, j)| (10 * i + j) as f64).reversed_axes();
         let mut first = Vec::new();
         net.visit_mut("", &mut |_, _, d| first.extend(d.iter().take(3).copied()));
         assert_eq!(&first[..3], &[0.0, 10.0, 20.0]);

@@ -80,15 +80,17 @@ pub fn affine_coupling_inverse<T: Real>(
 ) {
     condition(net, cond, x.view(), s);
     let t = trans.len();
-    Zip::from(x.rows_mut()).and(net_out(&s.net, &s.xc).rows()).and(ld).for_each(|mut row, o, ld| {
-        let mut acc = T::zero();
-        for (k, &c) in trans.iter().enumerate() {
-            let (sk, _) = soft_clamp(o[t + k], bound);
-            row[c] = row[c] * sk.exp() + o[k];
-            acc += sk;
-        }
-        *ld += acc;
-    });
+    Zip::from(x.rows_mut()).and(net_out(&s.net, &s.xc).rows()).and(ld).for_each(
+        |mut row, o, ld| {
+            let mut acc = T::zero();
+            for (k, &c) in trans.iter().enumerate() {
+                let (sk, _) = soft_clamp(o[t + k], bound);
+                row[c] = row[c] * sk.exp() + o[k];
+                acc += sk;
+            }
+            *ld += acc;
+        },
+    );
 }
 
 /// Affine coupling, generative direction: `x = (z - b) * exp(-s)`, `ld += -sum_k s_k`.
@@ -103,15 +105,17 @@ pub fn affine_coupling_forward<T: Real>(
 ) {
     condition(net, cond, x.view(), s);
     let t = trans.len();
-    Zip::from(x.rows_mut()).and(net_out(&s.net, &s.xc).rows()).and(ld).for_each(|mut row, o, ld| {
-        let mut acc = T::zero();
-        for (k, &c) in trans.iter().enumerate() {
-            let (sk, _) = soft_clamp(o[t + k], bound);
-            row[c] = (row[c] - o[k]) * (-sk).exp();
-            acc += sk;
-        }
-        *ld -= acc;
-    });
+    Zip::from(x.rows_mut()).and(net_out(&s.net, &s.xc).rows()).and(ld).for_each(
+        |mut row, o, ld| {
+            let mut acc = T::zero();
+            for (k, &c) in trans.iter().enumerate() {
+                let (sk, _) = soft_clamp(o[t + k], bound);
+                row[c] = (row[c] - o[k]) * (-sk).exp();
+                acc += sk;
+            }
+            *ld -= acc;
+        },
+    );
 }
 
 /// Backward pass of [`affine_coupling_inverse`]. `x_in` is the layer's input (n x D); `g`
@@ -130,6 +134,7 @@ pub fn affine_coupling_backward<T: Real>(
     s: &mut CouplingScratch<T>,
 ) {
     debug_assert_eq!(x_in.dim(), g.dim(), "affine_coupling_backward: shapes");
+    // Re-run the conditioner: the caller may have reused the scratch since the forward pass.
     condition(net, cond, x_in, s);
     let t = trans.len();
     resize(&mut s.dout, x_in.nrows(), 2 * t);
@@ -199,6 +204,7 @@ fn additive_shift<T: Real>(
 /// Backward pass of [`additive_coupling_inverse`]; arguments as in
 /// [`affine_coupling_backward`]. `dld` is unused (the log-determinant is constant) but kept
 /// so every coupling has the same backward signature.
+#[allow(clippy::too_many_arguments)]
 pub fn additive_coupling_backward<T: Real>(
     net: &Mlp<T>,
     cond: &[usize],
@@ -271,7 +277,13 @@ mod tests {
                 additive_coupling_forward(n, c, t, x, ld, s);
             }
         }
-        fn backward(&mut self, x: ArrayView2<f64>, g: ArrayViewMut2<f64>, dld: ArrayView1<f64>, grad: &mut Mlp<f64>) {
+        fn backward(
+            &mut self,
+            x: ArrayView2<f64>,
+            g: ArrayViewMut2<f64>,
+            dld: ArrayView1<f64>,
+            grad: &mut Mlp<f64>,
+        ) {
             let (n, c, t, s) = (&self.net, &self.cond[..], &self.trans[..], &mut self.s);
             if self.affine {
                 affine_coupling_backward(n, c, t, self.bound, x, g, dld, grad, s);

@@ -57,17 +57,18 @@ impl<T: Real> Params<T> for Rescale<T> {
     }
 }
 
-fn visit_vec<T: Real>(prefix: &str, name: &str, v: &Array1<T>, f: &mut dyn FnMut(String, &[usize], &[T])) {
+fn visit_vec<T: Real, F>(prefix: &str, name: &str, v: &Array1<T>, f: &mut F)
+where
+    F: FnMut(String, &[usize], &[T]) + ?Sized,
+{
     let v = v.as_standard_layout();
     f(join(prefix, name), &[v.len()], standard_slice(&v));
 }
 
-fn visit_vec_mut<T: Real>(
-    prefix: &str,
-    name: &str,
-    v: &mut Array1<T>,
-    f: &mut dyn FnMut(String, &[usize], &mut [T]),
-) {
+fn visit_vec_mut<T: Real, F>(prefix: &str, name: &str, v: &mut Array1<T>, f: &mut F)
+where
+    F: FnMut(String, &[usize], &mut [T]) + ?Sized,
+{
     let n = v.len();
     f(join(prefix, name), &[n], standard_slice_mut(v));
 }
@@ -78,7 +79,12 @@ fn add_ld<T: Real>(mut ld: ArrayViewMut1<T>, delta: T) {
 }
 
 /// Actnorm, normalizing direction: `z = (x - loc) * exp(-log_scale)`, `ld += -sum log_scale`.
-pub fn actnorm_inverse<T: Real>(p: &ActNorm<T>, cols: &[usize], mut x: ArrayViewMut2<T>, ld: ArrayViewMut1<T>) {
+pub fn actnorm_inverse<T: Real>(
+    p: &ActNorm<T>,
+    cols: &[usize],
+    mut x: ArrayViewMut2<T>,
+    ld: ArrayViewMut1<T>,
+) {
     debug_assert_eq!(cols.len(), p.loc.len(), "actnorm_inverse: cols");
     for (i, &c) in cols.iter().enumerate() {
         let (loc, e) = (p.loc[i], (-p.log_scale[i]).exp());
@@ -88,7 +94,12 @@ pub fn actnorm_inverse<T: Real>(p: &ActNorm<T>, cols: &[usize], mut x: ArrayView
 }
 
 /// Actnorm, generative direction: `x = z * exp(log_scale) + loc`, `ld += sum log_scale`.
-pub fn actnorm_forward<T: Real>(p: &ActNorm<T>, cols: &[usize], mut x: ArrayViewMut2<T>, ld: ArrayViewMut1<T>) {
+pub fn actnorm_forward<T: Real>(
+    p: &ActNorm<T>,
+    cols: &[usize],
+    mut x: ArrayViewMut2<T>,
+    ld: ArrayViewMut1<T>,
+) {
     debug_assert_eq!(cols.len(), p.loc.len(), "actnorm_forward: cols");
     for (i, &c) in cols.iter().enumerate() {
         let (loc, e) = (p.loc[i], p.log_scale[i].exp());
@@ -141,17 +152,33 @@ pub fn actnorm_data_init<T: Real>(p: &mut ActNorm<T>, cols: &[usize], x: ArrayVi
 }
 
 /// Rescale, normalizing direction: `z = x * exp(log_scale)`, `ld += sum log_scale`.
-pub fn rescale_inverse<T: Real>(p: &Rescale<T>, cols: &[usize], x: ArrayViewMut2<T>, ld: ArrayViewMut1<T>) {
+pub fn rescale_inverse<T: Real>(
+    p: &Rescale<T>,
+    cols: &[usize],
+    x: ArrayViewMut2<T>,
+    ld: ArrayViewMut1<T>,
+) {
     scale_columns(p, cols, T::one(), x, ld);
 }
 
 /// Rescale, generative direction: `x = z * exp(-log_scale)`, `ld += -sum log_scale`.
-pub fn rescale_forward<T: Real>(p: &Rescale<T>, cols: &[usize], x: ArrayViewMut2<T>, ld: ArrayViewMut1<T>) {
+pub fn rescale_forward<T: Real>(
+    p: &Rescale<T>,
+    cols: &[usize],
+    x: ArrayViewMut2<T>,
+    ld: ArrayViewMut1<T>,
+) {
     scale_columns(p, cols, -T::one(), x, ld);
 }
 
 /// Multiplies column `cols[i]` by `exp(sign * log_scale[i])` and adds the log-determinant.
-fn scale_columns<T: Real>(p: &Rescale<T>, cols: &[usize], sign: T, mut x: ArrayViewMut2<T>, ld: ArrayViewMut1<T>) {
+fn scale_columns<T: Real>(
+    p: &Rescale<T>,
+    cols: &[usize],
+    sign: T,
+    mut x: ArrayViewMut2<T>,
+    ld: ArrayViewMut1<T>,
+) {
     debug_assert_eq!(cols.len(), p.log_scale.len(), "rescale: cols");
     for (i, &c) in cols.iter().enumerate() {
         let e = (sign * p.log_scale[i]).exp();
@@ -201,7 +228,13 @@ mod tests {
         fn forward(&mut self, x: ArrayViewMut2<f64>, ld: ArrayViewMut1<f64>) {
             actnorm_forward(&self.0, &self.1, x, ld);
         }
-        fn backward(&mut self, x: ArrayView2<f64>, g: ArrayViewMut2<f64>, dld: ArrayView1<f64>, grad: &mut ActNorm<f64>) {
+        fn backward(
+            &mut self,
+            x: ArrayView2<f64>,
+            g: ArrayViewMut2<f64>,
+            dld: ArrayView1<f64>,
+            grad: &mut ActNorm<f64>,
+        ) {
             actnorm_backward(&self.0, &self.1, x, g, dld, grad);
         }
     }
@@ -217,7 +250,13 @@ mod tests {
         fn forward(&mut self, x: ArrayViewMut2<f64>, ld: ArrayViewMut1<f64>) {
             rescale_forward(&self.0, &self.1, x, ld);
         }
-        fn backward(&mut self, x: ArrayView2<f64>, g: ArrayViewMut2<f64>, dld: ArrayView1<f64>, grad: &mut Rescale<f64>) {
+        fn backward(
+            &mut self,
+            x: ArrayView2<f64>,
+            g: ArrayViewMut2<f64>,
+            dld: ArrayView1<f64>,
+            grad: &mut Rescale<f64>,
+        ) {
             rescale_backward(&self.0, &self.1, x, g, dld, grad);
         }
     }

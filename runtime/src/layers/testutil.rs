@@ -69,7 +69,13 @@ pub(crate) trait Layer {
     fn params_mut(&mut self) -> &mut Self::P;
     fn inverse(&mut self, x: ArrayViewMut2<f64>, ld: ArrayViewMut1<f64>);
     fn forward(&mut self, x: ArrayViewMut2<f64>, ld: ArrayViewMut1<f64>);
-    fn backward(&mut self, x_in: ArrayView2<f64>, g: ArrayViewMut2<f64>, dld: ArrayView1<f64>, grad: &mut Self::P);
+    fn backward(
+        &mut self,
+        x_in: ArrayView2<f64>,
+        g: ArrayViewMut2<f64>,
+        dld: ArrayView1<f64>,
+        grad: &mut Self::P,
+    );
 }
 
 /// Runs one direction on a copy of `x`; returns the output and the log-determinant it added.

@@ -1,0 +1,361 @@
+//! The generated struct's methods: constructors, both directions (batch and per-sample), the
+//! backward pass, data-dependent initialisation, weights I/O, and the `Flow` impl.
+
+use super::{field, lit, param_layers, Ctx, LayerGen};
+use crate::ir::{self, LayerKind};
+use proc_macro2::{Literal, TokenStream};
+use quote::{format_ident, quote};
+
+pub fn gen_inherent(cx: &Ctx) -> TokenStream {
+    let f = cx.flow;
+    let name = format_ident!("{}", f.name);
+    let (t, d) = (&cx.t, lit(f.dim));
+    let (flow_name, params) = (&f.name, lit(f.num_params()));
+    let fp = Literal::u64_unsuffixed(f.fingerprint());
+    let scratch = gen_scratch(cx);
+    let ctors = gen_ctors(cx);
+    let run = gen_run(cx);
+    let batch = gen_batch(cx);
+    let one = gen_per_sample(cx);
+    let backward = gen_backward(cx);
+    let visit = gen_visit(cx);
+    quote! {
+        #scratch
+        #[automatically_derived]
+        impl #name {
+            /// The flow's name in the spec.
+            pub const NAME: &'static str = #flow_name;
+            /// The event size D.
+            pub const DIM: usize = #d;
+            /// The number of scalar parameters.
+            pub const NUM_PARAMS: usize = #params;
+            /// A hash of the architecture, stored in weights files.
+            pub const FINGERPRINT: u64 = #fp;
+            #ctors
+            #run
+            #batch
+            #one
+            #backward
+            #visit
+            /// Saves the weights as safetensors (written to a temporary file, then renamed).
+            pub fn save(&self, path: impl AsRef<::std::path::Path>) -> ::core::result::Result<(), __rt::IoError> {
+                __rt::io::save(self, path.as_ref())
+            }
+            /// Loads weights saved by this architecture; refuses any other.
+            pub fn load(path: impl AsRef<::std::path::Path>) -> ::core::result::Result<Self, __rt::IoError> {
+                let mut __m = Self::new(0);
+                __rt::io::load_into(&mut __m, path.as_ref())?;
+                ::core::result::Result::Ok(__m)
+            }
+            fn __check_width(ncols: usize) {
+                assert!(ncols == #d, "{}: expected a batch with {} columns, got {}", #flow_name, #d, ncols);
+            }
+        }
+        const _: fn() -> #t = || <#t as __rt::Real>::of(0.0);
+    }
+}
+
+/// One scratch buffer per coupling layer, so no layer reallocates another's buffers.
+fn gen_scratch(cx: &Ctx) -> TokenStream {
+    let fields = param_layers(cx.flow).filter_map(|(i, l)| {
+        let ty = l.gen_scratch_type(cx)?;
+        let f = field(i);
+        Some(quote!(#f: #ty,))
+    });
+    quote! {
+        #[derive(Default)]
+        struct __Scratch { #(#fields)* }
+    }
+}
+
+fn gen_ctors(cx: &Ctx) -> TokenStream {
+    let init = param_layers(cx.flow).map(|(i, l)| {
+        let (f, v) = (field(i), l.gen_init(cx, false));
+        quote!(#f: #v,)
+    });
+    let zeros = param_layers(cx.flow).map(|(i, l)| {
+        let (f, v) = (field(i), l.gen_init(cx, true));
+        quote!(#f: #v,)
+    });
+    quote! {
+        /// A new flow with seeded random conditioner weights. The last layer of every
+        /// conditioner is zero and actnorm starts as the identity, so the flow is the identity.
+        pub fn new(seed: u64) -> Self {
+            #[allow(unused_mut, unused_variables)]
+            let mut __rng = __rt::rng_from_seed(seed);
+            Self { #(#init)* }
+        }
+        /// All parameters zero (the gradient accumulator).
+        fn __zeros() -> Self {
+            Self { #(#zeros)* }
+        }
+    }
+}
+
+/// The layer sequences of both directions, over a batch in physical column order.
+fn gen_run(cx: &Ctx) -> TokenStream {
+    let t = &cx.t;
+    let layers = &cx.flow.layers;
+    let inv = layers.iter().enumerate().map(|(i, l)| l.gen_inverse(cx, i));
+    let fwd = layers.iter().enumerate().rev().map(|(i, l)| l.gen_forward(cx, i));
+    let init = layers.iter().enumerate().map(|(i, l)| {
+        let pre = l.gen_data_init(cx, i);
+        let step = l.gen_inverse(cx, i);
+        quote!(#pre #step)
+    });
+    quote! {
+        #[allow(unused_variables)]
+        fn __run_inverse(&self, __h: &mut __rt::ndarray::Array2<#t>, __ld: &mut __rt::ndarray::Array1<#t>, __s: &mut __Scratch) {
+            #(#inv)*
+        }
+        #[allow(unused_variables)]
+        fn __run_forward(&self, __h: &mut __rt::ndarray::Array2<#t>, __ld: &mut __rt::ndarray::Array1<#t>, __s: &mut __Scratch) {
+            #(#fwd)*
+        }
+        /// Data-dependent initialisation: each actnorm layer is set so that its output on `x`
+        /// has zero mean and unit variance per dimension.
+        #[allow(unused_variables, unused_mut)]
+        pub fn data_init(&mut self, x: __rt::ndarray::ArrayView2<#t>) {
+            Self::__check_width(x.ncols());
+            let mut __h = x.to_owned();
+            let mut __ld = __rt::ndarray::Array1::<#t>::zeros(x.nrows());
+            let mut __s = __Scratch::default();
+            let (__h, __ld, __s) = (&mut __h, &mut __ld, &mut __s);
+            #(#init)*
+        }
+    }
+}
+
+/// `z[:, i] = h[:, Z_COLS[i]]`, or nothing when the columns are in order.
+fn gather(cx: &Ctx) -> TokenStream {
+    if is_identity(&cx.flow.z_cols) {
+        return quote!(let __z = __h;);
+    }
+    quote! {
+        let mut __z = __rt::ndarray::Array2::zeros(__h.raw_dim());
+        for (__i, &__c) in __Z_COLS.iter().enumerate() {
+            __z.column_mut(__i).assign(&__h.column(__c));
+        }
+    }
+}
+
+fn scatter(cx: &Ctx) -> TokenStream {
+    if is_identity(&cx.flow.z_cols) {
+        return quote!(let mut __h = z.to_owned(););
+    }
+    quote! {
+        let mut __h = __rt::ndarray::Array2::zeros(z.raw_dim());
+        for (__i, &__c) in __Z_COLS.iter().enumerate() {
+            __h.column_mut(__c).assign(&z.column(__i));
+        }
+    }
+}
+
+fn is_identity(cols: &[usize]) -> bool {
+    cols.iter().enumerate().all(|(i, &c)| i == c)
+}
+
+fn gen_batch(cx: &Ctx) -> TokenStream {
+    let t = &cx.t;
+    let gather = gather(cx);
+    let scatter = scatter(cx);
+    let base = base_calls(cx);
+    let (lp, sample) = (&base.log_prob, &base.sample);
+    let d = lit(cx.flow.dim);
+    quote! {
+        /// The normalizing direction: data `x` (n x D) to base `z`, with log|det dz/dx| per row.
+        pub fn inverse(&self, x: __rt::ndarray::ArrayView2<#t>) -> (__rt::ndarray::Array2<#t>, __rt::ndarray::Array1<#t>) {
+            Self::__check_width(x.ncols());
+            let mut __h = x.to_owned();
+            let mut __ld = __rt::ndarray::Array1::<#t>::zeros(x.nrows());
+            self.__run_inverse(&mut __h, &mut __ld, &mut __Scratch::default());
+            #gather
+            (__z, __ld)
+        }
+        /// The generative direction: base `z` (n x D) to data `x`, with log|det dx/dz| per row.
+        pub fn forward(&self, z: __rt::ndarray::ArrayView2<#t>) -> (__rt::ndarray::Array2<#t>, __rt::ndarray::Array1<#t>) {
+            Self::__check_width(z.ncols());
+            #scatter
+            let mut __ld = __rt::ndarray::Array1::<#t>::zeros(z.nrows());
+            self.__run_forward(&mut __h, &mut __ld, &mut __Scratch::default());
+            (__h, __ld)
+        }
+        /// The base distribution's log-density of each row of `z`.
+        pub fn base_log_prob(&self, z: __rt::ndarray::ArrayView2<#t>) -> __rt::ndarray::Array1<#t> {
+            #lp
+        }
+        /// log p(x) for each row of `x`.
+        pub fn log_prob(&self, x: __rt::ndarray::ArrayView2<#t>) -> __rt::ndarray::Array1<#t> {
+            let (__z, __ld) = self.inverse(x);
+            self.base_log_prob(__z.view()) + &__ld
+        }
+        /// `n` draws from the base distribution.
+        pub fn sample_base(&self, n: usize, rng: &mut dyn __rt::rand::Rng) -> __rt::ndarray::Array2<#t> {
+            let _ = #d;
+            #sample
+        }
+        /// `n` samples from the flow.
+        pub fn sample(&self, n: usize, rng: &mut dyn __rt::rand::Rng) -> __rt::ndarray::Array2<#t> {
+            self.forward(self.sample_base(n, rng).view()).0
+        }
+        /// `n` samples and their log-densities from one generative pass.
+        pub fn sample_and_log_prob(&self, n: usize, rng: &mut dyn __rt::rand::Rng) -> (__rt::ndarray::Array2<#t>, __rt::ndarray::Array1<#t>) {
+            let __z = self.sample_base(n, rng);
+            let __lpz = self.base_log_prob(__z.view());
+            let (__x, __ld) = self.forward(__z.view());
+            (__x, __lpz - &__ld)
+        }
+    }
+}
+
+struct BaseCalls {
+    log_prob: TokenStream,
+    sample: TokenStream,
+}
+
+fn base_calls(cx: &Ctx) -> BaseCalls {
+    let d = lit(cx.flow.dim);
+    match cx.flow.base {
+        ir::Base::StdNormal => BaseCalls {
+            log_prob: quote!(__rt::base::std_normal_log_prob(z)),
+            sample: quote!(__rt::base::std_normal_sample(n, #d, rng)),
+        },
+    }
+}
+
+/// `[T; D]` methods: a batch of one row, so a wrong width is a type error in the user's crate.
+fn gen_per_sample(cx: &Ctx) -> TokenStream {
+    let (t, d) = (&cx.t, lit(cx.flow.dim));
+    quote! {
+        fn __row(x: &[#t; #d]) -> __rt::ndarray::ArrayView2<'_, #t> {
+            __rt::ndarray::ArrayView2::from_shape((1, #d), &x[..]).expect("one row of DIM values")
+        }
+        fn __to_array(row: __rt::ndarray::ArrayView1<#t>) -> [#t; #d] {
+            let mut __out = [<#t as ::core::default::Default>::default(); #d];
+            for (__o, __v) in __out.iter_mut().zip(row.iter()) { *__o = *__v; }
+            __out
+        }
+        /// log p(x) of one point.
+        pub fn log_prob_one(&self, x: &[#t; #d]) -> #t {
+            self.log_prob(Self::__row(x))[0]
+        }
+        /// One point to the base, with log|det dz/dx|.
+        pub fn inverse_one(&self, x: &[#t; #d]) -> ([#t; #d], #t) {
+            let (__z, __ld) = self.inverse(Self::__row(x));
+            (Self::__to_array(__z.row(0)), __ld[0])
+        }
+        /// One base point to data space, with log|det dx/dz|.
+        pub fn forward_one(&self, z: &[#t; #d]) -> ([#t; #d], #t) {
+            let (__x, __ld) = self.forward(Self::__row(z));
+            (Self::__to_array(__x.row(0)), __ld[0])
+        }
+        /// One sample.
+        pub fn sample_one(&self, rng: &mut dyn __rt::rand::Rng) -> [#t; #d] {
+            Self::__to_array(self.sample(1, rng).row(0))
+        }
+    }
+}
+
+/// The backward pass: the normalizing direction storing each layer's input, the loss, then
+/// each layer's backward step in reverse order.
+fn gen_backward(cx: &Ctx) -> TokenStream {
+    let (t, d) = (&cx.t, lit(cx.flow.dim));
+    let executed: Vec<(usize, &ir::Layer)> = param_layers(cx.flow).collect();
+    let k = lit(executed.len());
+    let fwd = executed.iter().enumerate().map(|(k, (i, l))| {
+        let step = l.gen_inverse(cx, *i);
+        let k = lit(k);
+        quote!(__inputs.index_axis_mut(__rt::ndarray::Axis(0), #k).assign(&*__h); #step)
+    });
+    let bwd = executed.iter().enumerate().rev().map(|(k, (i, l))| l.gen_backward(cx, *i, k));
+    let ir::Base::StdNormal = cx.flow.base;
+    quote! {
+        /// The mean negative log-likelihood of the rows of `x` and its gradient, flat, in the
+        /// canonical parameter order (that of the safetensors file).
+        pub fn nll_and_grad(&self, x: __rt::ndarray::ArrayView2<#t>) -> (#t, ::std::vec::Vec<#t>) {
+            let (__loss, __grad) = self.nll_and_grad_struct(x);
+            (__loss, __rt::Flow::params(&__grad))
+        }
+        /// The same, with the gradient as a struct of this type (one field per layer).
+        #[allow(unused_variables, unused_mut)]
+        pub fn nll_and_grad_struct(&self, x: __rt::ndarray::ArrayView2<#t>) -> (#t, Self) {
+            Self::__check_width(x.ncols());
+            let __n = x.nrows();
+            let mut __grad = Self::__zeros();
+            if __n == 0 {
+                return (<#t as __rt::Real>::of(0.0), __grad);
+            }
+            let __inv_n = <#t as __rt::Real>::of(1.0 / __n as f64);
+            let mut __hb = x.to_owned();
+            let mut __ldb = __rt::ndarray::Array1::<#t>::zeros(__n);
+            let mut __sb = __Scratch::default();
+            let mut __inputs = __rt::ndarray::Array3::<#t>::zeros((#k, __n, #d));
+            {
+                let (__h, __ld, __s) = (&mut __hb, &mut __ldb, &mut __sb);
+                #(#fwd)*
+            }
+            // The standard normal is iid over dimensions, so the loss and its gradient can be
+            // taken over physical columns without gathering them into logical order.
+            let __lp = __rt::base::std_normal_log_prob(__hb.view()) + &__ldb;
+            let __loss = -__lp.sum() * __inv_n;
+            let mut __g = __rt::ndarray::Array2::<#t>::zeros((__n, #d));
+            __rt::base::std_normal_nll_grad(__hb.view(), __inv_n, __g.view_mut());
+            let __dld = __rt::ndarray::Array1::<#t>::from_elem(__n, -__inv_n);
+            let __s = &mut __sb;
+            #(#bwd)*
+            (__loss, __grad)
+        }
+    }
+}
+
+fn prefix(i: usize, l: &ir::Layer) -> String {
+    match l.kind {
+        LayerKind::AffineCoupling { .. } | LayerKind::AdditiveCoupling { .. } => format!("layer{i}.net"),
+        _ => format!("layer{i}"),
+    }
+}
+
+fn gen_visit(cx: &Ctx) -> TokenStream {
+    let t = &cx.t;
+    let (vis, vis_mut): (Vec<_>, Vec<_>) = param_layers(cx.flow)
+        .map(|(i, l)| {
+            let (f, p) = (field(i), prefix(i, l));
+            (quote!(__rt::Params::visit(&self.#f, #p, f);), quote!(__rt::Params::visit_mut(&mut self.#f, #p, f);))
+        })
+        .unzip();
+    quote! {
+        /// Visits every parameter tensor (name, shape, values) in the canonical order.
+        pub fn visit_params(&self, f: &mut dyn FnMut(::std::string::String, &[usize], &[#t])) {
+            #(#vis)*
+        }
+        /// Visits every parameter tensor mutably, in the canonical order.
+        pub fn visit_params_mut(&mut self, f: &mut dyn FnMut(::std::string::String, &[usize], &mut [#t])) {
+            #(#vis_mut)*
+        }
+    }
+}
+
+pub fn gen_flow_impl(cx: &Ctx) -> TokenStream {
+    let name = format_ident!("{}", cx.flow.name);
+    let t = &cx.t;
+    let a2 = quote!(__rt::ndarray::Array2<#t>);
+    let a1 = quote!(__rt::ndarray::Array1<#t>);
+    let v2 = quote!(__rt::ndarray::ArrayView2<#t>);
+    quote! {
+        #[automatically_derived]
+        impl __rt::Flow for #name {
+            type Real = #t;
+            fn name(&self) -> &str { Self::NAME }
+            fn dim(&self) -> usize { Self::DIM }
+            fn fingerprint(&self) -> u64 { Self::FINGERPRINT }
+            fn visit_params(&self, f: &mut dyn FnMut(::std::string::String, &[usize], &[#t])) { #name::visit_params(self, f) }
+            fn visit_params_mut(&mut self, f: &mut dyn FnMut(::std::string::String, &[usize], &mut [#t])) { #name::visit_params_mut(self, f) }
+            fn inverse(&self, x: #v2) -> (#a2, #a1) { #name::inverse(self, x) }
+            fn forward(&self, z: #v2) -> (#a2, #a1) { #name::forward(self, z) }
+            fn base_log_prob(&self, z: #v2) -> #a1 { #name::base_log_prob(self, z) }
+            fn sample_base(&self, n: usize, rng: &mut dyn __rt::rand::Rng) -> #a2 { #name::sample_base(self, n, rng) }
+            fn nll_and_grad(&self, x: #v2) -> (#t, ::std::vec::Vec<#t>) { #name::nll_and_grad(self, x) }
+            fn data_init(&mut self, x: #v2) { #name::data_init(self, x) }
+        }
+    }
+}
