@@ -334,9 +334,8 @@ mod tests {
     struct TempFile(PathBuf);
     impl TempFile {
         fn new(name: &str, bytes: &[u8]) -> Self {
-            let dir = std::env::temp_dir().join(format!("flowspec-data-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            let path = dir.join(name);
+            let file = format!("flowspec-data-{}-{name}", std::process::id());
+            let path = std::env::temp_dir().join(file);
             std::fs::write(&path, bytes).unwrap();
             TempFile(path)
         }

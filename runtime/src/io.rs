@@ -5,7 +5,7 @@
 //! file before touching the flow, so a failed load leaves the flow unchanged.
 
 use crate::error::IoError;
-use crate::flow::Flow;
+use crate::flow::{Flow, ParamSpec};
 use crate::real::Real;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
@@ -111,33 +111,37 @@ fn validate<F: Flow + ?Sized>(
     let meta = meta.metadata().clone().unwrap_or_default();
     check_metadata(flow, &meta, path)?;
     let file = SafeTensors::deserialize(bytes).map_err(format_err)?;
-    let mut values = Vec::new();
-    for spec in flow.param_specs() {
-        let Ok(view) = file.tensor(&spec.name) else {
-            return Err(IoError::MissingTensor { path: path.to_string(), name: spec.name });
-        };
-        let err_path = path.to_string();
-        if view.dtype() != dtype_of::<F::Real>() {
-            let (found, expected) =
-                (format!("{}", view.dtype()), format!("{}", dtype_of::<F::Real>()));
-            return Err(IoError::WrongDtype { path: err_path, name: spec.name, found, expected });
-        }
-        if view.shape() != spec.shape.as_slice() {
-            let found = view.shape().to_vec();
-            return Err(IoError::WrongShape {
-                path: err_path,
-                name: spec.name,
-                found,
-                expected: spec.shape,
-            });
-        }
-        values.push(from_bytes::<F::Real>(view.data()));
-    }
+    let values = flow
+        .param_specs()
+        .into_iter()
+        .map(|spec| tensor_values(&file, spec, path))
+        .collect::<Result<Vec<_>, _>>()?;
     if let Some(extra) = extra_tensor(&file, flow) {
         let flow = flow.name().to_string();
         return Err(IoError::ExtraTensor { path: path.to_string(), name: extra, flow });
     }
     Ok(values)
+}
+
+/// The values of the parameter `spec`, if the file holds it with the flow's dtype and shape.
+fn tensor_values<T: Real>(
+    file: &SafeTensors,
+    spec: ParamSpec,
+    path: &str,
+) -> Result<Vec<T>, IoError> {
+    let (path, name) = (path.to_string(), spec.name);
+    let Ok(view) = file.tensor(&name) else {
+        return Err(IoError::MissingTensor { path, name });
+    };
+    if view.dtype() != dtype_of::<T>() {
+        let (found, expected) = (view.dtype().to_string(), dtype_of::<T>().to_string());
+        return Err(IoError::WrongDtype { path, name, found, expected });
+    }
+    if view.shape() != spec.shape.as_slice() {
+        let found = view.shape().to_vec();
+        return Err(IoError::WrongShape { path, name, found, expected: spec.shape });
+    }
+    Ok(from_bytes(view.data()))
 }
 
 /// Checks the format version and that the fingerprint is the flow's.
