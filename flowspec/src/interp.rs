@@ -14,10 +14,25 @@ use ndarray::{Array1, Array2, ArrayView2, Axis};
 /// into these sets by the compiler and have no step).
 #[derive(Clone, Debug)]
 enum Step<T> {
-    Affine { net: Mlp<T>, cond: Vec<usize>, trans: Vec<usize>, bound: T },
-    Additive { net: Mlp<T>, cond: Vec<usize>, trans: Vec<usize> },
-    ActNorm { p: ActNorm<T>, cols: Vec<usize> },
-    Rescale { p: Rescale<T>, cols: Vec<usize> },
+    Affine {
+        net: Mlp<T>,
+        cond: Vec<usize>,
+        trans: Vec<usize>,
+        bound: T,
+    },
+    Additive {
+        net: Mlp<T>,
+        cond: Vec<usize>,
+        trans: Vec<usize>,
+    },
+    ActNorm {
+        p: ActNorm<T>,
+        cols: Vec<usize>,
+    },
+    Rescale {
+        p: Rescale<T>,
+        cols: Vec<usize>,
+    },
 }
 
 /// An executed layer and its tensor-name prefix (`layer{i}` with i the index among all spec
@@ -57,7 +72,12 @@ impl<T: Real> Interp<T> {
         for (i, layer) in flow.layers.iter().enumerate() {
             let prefix = format!("layer{i}");
             let step = match &layer.kind {
-                LayerKind::AffineCoupling { cond, trans, net, bound } => Step::Affine {
+                LayerKind::AffineCoupling {
+                    cond,
+                    trans,
+                    net,
+                    bound,
+                } => Step::Affine {
                     net: Mlp::new(&net.sizes, activation(net.act), &mut rng, true),
                     cond: cond.clone(),
                     trans: trans.clone(),
@@ -68,18 +88,35 @@ impl<T: Real> Interp<T> {
                     cond: cond.clone(),
                     trans: trans.clone(),
                 },
-                LayerKind::ActNorm { cols } => Step::ActNorm { p: ActNorm::zeros(cols.len()), cols: cols.clone() },
-                LayerKind::Rescale { cols } => Step::Rescale { p: Rescale::zeros(cols.len()), cols: cols.clone() },
+                LayerKind::ActNorm { cols } => Step::ActNorm {
+                    p: ActNorm::zeros(cols.len()),
+                    cols: cols.clone(),
+                },
+                LayerKind::Rescale { cols } => Step::Rescale {
+                    p: Rescale::zeros(cols.len()),
+                    cols: cols.clone(),
+                },
                 LayerKind::Permute { .. } => continue,
             };
             execs.push(Exec { prefix, step });
         }
-        Self { name: flow.name.clone(), dim: flow.dim, fingerprint: flow.fingerprint(), z_cols: flow.z_cols.clone(), execs }
+        Self {
+            name: flow.name.clone(),
+            dim: flow.dim,
+            fingerprint: flow.fingerprint(),
+            z_cols: flow.z_cols.clone(),
+            execs,
+        }
     }
 
     /// Runs every executed layer in the normalizing direction on physical columns, in place.
     /// With `inputs`, each layer's input is recorded first (for the backward pass).
-    fn run_inverse(&self, h: &mut Array2<T>, ld: &mut Array1<T>, mut inputs: Option<&mut Vec<Array2<T>>>) {
+    fn run_inverse(
+        &self,
+        h: &mut Array2<T>,
+        ld: &mut Array1<T>,
+        mut inputs: Option<&mut Vec<Array2<T>>>,
+    ) {
         let mut s = CouplingScratch::default();
         for e in &self.execs {
             if let Some(inputs) = inputs.as_deref_mut() {
@@ -99,8 +136,15 @@ impl<T: Real> Step<T> {
     fn inverse(&self, h: &mut Array2<T>, ld: &mut Array1<T>, s: &mut CouplingScratch<T>) {
         let (x, ld) = (h.view_mut(), ld.view_mut());
         match self {
-            Step::Affine { net, cond, trans, bound } => layers::affine_coupling_inverse(net, cond, trans, *bound, x, ld, s),
-            Step::Additive { net, cond, trans } => layers::additive_coupling_inverse(net, cond, trans, x, ld, s),
+            Step::Affine {
+                net,
+                cond,
+                trans,
+                bound,
+            } => layers::affine_coupling_inverse(net, cond, trans, *bound, x, ld, s),
+            Step::Additive { net, cond, trans } => {
+                layers::additive_coupling_inverse(net, cond, trans, x, ld, s)
+            }
             Step::ActNorm { p, cols } => layers::actnorm_inverse(p, cols, x, ld),
             Step::Rescale { p, cols } => layers::rescale_inverse(p, cols, x, ld),
         }
@@ -109,8 +153,15 @@ impl<T: Real> Step<T> {
     fn forward(&self, h: &mut Array2<T>, ld: &mut Array1<T>, s: &mut CouplingScratch<T>) {
         let (x, ld) = (h.view_mut(), ld.view_mut());
         match self {
-            Step::Affine { net, cond, trans, bound } => layers::affine_coupling_forward(net, cond, trans, *bound, x, ld, s),
-            Step::Additive { net, cond, trans } => layers::additive_coupling_forward(net, cond, trans, x, ld, s),
+            Step::Affine {
+                net,
+                cond,
+                trans,
+                bound,
+            } => layers::affine_coupling_forward(net, cond, trans, *bound, x, ld, s),
+            Step::Additive { net, cond, trans } => {
+                layers::additive_coupling_forward(net, cond, trans, x, ld, s)
+            }
             Step::ActNorm { p, cols } => layers::actnorm_forward(p, cols, x, ld),
             Step::Rescale { p, cols } => layers::rescale_forward(p, cols, x, ld),
         }
@@ -118,17 +169,34 @@ impl<T: Real> Step<T> {
 
     /// Backpropagates `g` (dL/d output, becomes dL/d input) and accumulates into `grad`, a
     /// step of the same kind and shape.
-    fn backward(&self, x_in: &Array2<T>, g: &mut Array2<T>, dld: &Array1<T>, grad: &mut Step<T>, s: &mut CouplingScratch<T>) {
+    fn backward(
+        &self,
+        x_in: &Array2<T>,
+        g: &mut Array2<T>,
+        dld: &Array1<T>,
+        grad: &mut Step<T>,
+        s: &mut CouplingScratch<T>,
+    ) {
         let (x, gv, dv) = (x_in.view(), g.view_mut(), dld.view());
         match (self, grad) {
-            (Step::Affine { net, cond, trans, bound }, Step::Affine { net: gn, .. }) => {
-                layers::affine_coupling_backward(net, cond, trans, *bound, x, gv, dv, gn, s)
-            }
+            (
+                Step::Affine {
+                    net,
+                    cond,
+                    trans,
+                    bound,
+                },
+                Step::Affine { net: gn, .. },
+            ) => layers::affine_coupling_backward(net, cond, trans, *bound, x, gv, dv, gn, s),
             (Step::Additive { net, cond, trans }, Step::Additive { net: gn, .. }) => {
                 layers::additive_coupling_backward(net, cond, trans, x, gv, dv, gn, s)
             }
-            (Step::ActNorm { p, cols }, Step::ActNorm { p: gp, .. }) => layers::actnorm_backward(p, cols, x, gv, dv, gp),
-            (Step::Rescale { p, cols }, Step::Rescale { p: gp, .. }) => layers::rescale_backward(p, cols, x, gv, dv, gp),
+            (Step::ActNorm { p, cols }, Step::ActNorm { p: gp, .. }) => {
+                layers::actnorm_backward(p, cols, x, gv, dv, gp)
+            }
+            (Step::Rescale { p, cols }, Step::Rescale { p: gp, .. }) => {
+                layers::rescale_backward(p, cols, x, gv, dv, gp)
+            }
             _ => unreachable!("gradient steps are clones of the parameter steps"),
         }
     }
@@ -234,7 +302,8 @@ impl<T: Real> Flow for Interp<T> {
         }
         let mut flat = Vec::with_capacity(self.num_params());
         for gs in &grads {
-            gs.params().visit("", &mut |_, _, d| flat.extend_from_slice(d));
+            gs.params()
+                .visit("", &mut |_, _, d| flat.extend_from_slice(d));
         }
         (loss, flat)
     }
@@ -299,7 +368,10 @@ mod tests {
     /// Sets every parameter to a draw from U(-scale, scale), so no layer is the identity.
     fn perturb<F: Flow<Real = f64>>(flow: &mut F, seed: u64, scale: f64) {
         let mut rng = rng_from_seed(seed);
-        flow.visit_params_mut(&mut |_, _, d| d.iter_mut().for_each(|v| *v = rng.random_range(-scale..scale)));
+        flow.visit_params_mut(&mut |_, _, d| {
+            d.iter_mut()
+                .for_each(|v| *v = rng.random_range(-scale..scale))
+        });
     }
 
     fn data(n: usize, d: usize, seed: u64) -> Array2<f64> {
@@ -313,7 +385,15 @@ mod tests {
         let f = Interp::<f64>::new(&ir, 0);
         assert_eq!(f.num_params(), ir.num_params());
         let names: Vec<String> = f.param_specs().into_iter().map(|s| s.name).collect();
-        assert_eq!(&names[..4], ["layer0.loc", "layer0.log_scale", "layer1.net.0.weight", "layer1.net.0.bias"]);
+        assert_eq!(
+            &names[..4],
+            [
+                "layer0.loc",
+                "layer0.log_scale",
+                "layer1.net.0.weight",
+                "layer1.net.0.bias"
+            ]
+        );
         assert!(names.contains(&"layer3.net.1.bias".to_string()));
         assert!(names.contains(&"layer5.log_scale".to_string()));
         assert_eq!(names.last().map(String::as_str), Some("layer7.net.2.bias"));
@@ -326,7 +406,9 @@ mod tests {
         let (a, b) = (Interp::<f64>::new(&ir, 5), Interp::<f64>::new(&ir, 5));
         assert_eq!(a.params(), b.params());
         assert_ne!(a.params(), Interp::<f64>::new(&ir, 6).params());
-        let AnyInterp::F64(c) = AnyInterp::new(&ir, 5) else { panic!("the spec says f64") };
+        let AnyInterp::F64(c) = AnyInterp::new(&ir, 5) else {
+            panic!("the spec says f64")
+        };
         assert_eq!(c.params(), a.params());
         // An f32 flow consumes the RNG identically and holds the same numbers, rounded.
         let rounded: Vec<f32> = a.params().iter().map(|&v| v as f32).collect();
@@ -354,11 +436,16 @@ mod tests {
         perturb(&mut f, 9, 0.5);
         let x = data(11, 4, 3);
         let (z, ld_inv) = f.inverse(x.view());
-        assert!(ld_inv.iter().any(|v| v.abs() > 1e-3), "the perturbed flow has a log-det");
+        assert!(
+            ld_inv.iter().any(|v| v.abs() > 1e-3),
+            "the perturbed flow has a log-det"
+        );
         let (x2, ld_fwd) = f.forward(z.view());
         let err = (&x2 - &x).mapv(f64::abs).fold(0.0, |a: f64, &b| a.max(b));
         assert!(err < 1e-10, "round trip error {err}");
-        let ld_err = (&ld_inv + &ld_fwd).mapv(f64::abs).fold(0.0, |a: f64, &b| a.max(b));
+        let ld_err = (&ld_inv + &ld_fwd)
+            .mapv(f64::abs)
+            .fold(0.0, |a: f64, &b| a.max(b));
         assert!(ld_err < 1e-10, "log-det mismatch {ld_err}");
     }
 
@@ -388,14 +475,20 @@ mod tests {
             f.set_params(&p);
             let down = f.mean_nll(x.view());
             let fd = (up - down) / (2.0 * h);
-            assert!((fd - grad[i]).abs() < 1e-6 * (1.0 + fd.abs()), "param {i}: fd {fd} vs {}", grad[i]);
+            assert!(
+                (fd - grad[i]).abs() < 1e-6 * (1.0 + fd.abs()),
+                "param {i}: fd {fd} vs {}",
+                grad[i]
+            );
         }
     }
 
     #[test]
     fn data_init_standardizes_through_the_layers() {
         let src = "flow A { event [3]; affine_coupling(mask = halves); actnorm; }";
-        let ir = crate::compile(src).map(|mut p| p.flows.remove(0)).unwrap_or_else(|_| panic!("spec"));
+        let ir = crate::compile(src)
+            .map(|mut p| p.flows.remove(0))
+            .unwrap_or_else(|_| panic!("spec"));
         let mut f = Interp::<f64>::new(&ir, 0);
         perturb(&mut f, 3, 0.5);
         let mut x = data(200, 3, 5);
@@ -406,7 +499,10 @@ mod tests {
             let col = z.column(c);
             let mean = col.mean().unwrap_or(f64::NAN);
             let var = col.mapv(|v| v * v).mean().unwrap_or(f64::NAN) - mean * mean;
-            assert!(mean.abs() < 1e-9 && (var - 1.0).abs() < 1e-4, "col {c}: {mean} {var}");
+            assert!(
+                mean.abs() < 1e-9 && (var - 1.0).abs() < 1e-4,
+                "col {c}: {mean} {var}"
+            );
         }
     }
 }

@@ -1,7 +1,7 @@
 //! `flowspec check SPEC [--ir]`: compile a spec and describe each flow, one row per layer, so
 //! users see the cost (parameters) and structure (Jacobian, parallelism) of what they wrote.
 
-use super::{load_program, SpecArg};
+use super::{group_digits, load_program, SpecArg};
 use anyhow::Result;
 use flowspec::ir::{self, Jacobian, Pass};
 
@@ -38,13 +38,27 @@ fn describe(flow: &ir::Flow) -> String {
     for d in &flow.docs {
         out += &format!("  /// {}\n", d.trim());
     }
-    out += &format!("  event {:?}, D = {}, dtype {}, base {}\n", flow.event, flow.dim, flow.dtype.name(), flow.base.describe());
+    out += &format!(
+        "  event {:?}, D = {}, dtype {}, base {}\n",
+        flow.event,
+        flow.dim,
+        flow.dtype.name(),
+        flow.base.describe()
+    );
     out += &format!("  parameters: {}\n", group_digits(flow.num_params()));
     let rows: Vec<[String; 5]> = flow
         .layers
         .iter()
         .enumerate()
-        .map(|(i, l)| [i.to_string(), l.label.to_string(), group_digits(l.num_params()), jacobian(l.jacobian()).to_string(), passes(l.passes())])
+        .map(|(i, l)| {
+            [
+                i.to_string(),
+                l.label.to_string(),
+                group_digits(l.num_params()),
+                jacobian(l.jacobian()).to_string(),
+                passes(l.passes()),
+            ]
+        })
         .collect();
     let header = ["#", "layer", "params", "Jacobian", "passes"].map(String::from);
     out += &table(&header, &rows);
@@ -53,17 +67,31 @@ fn describe(flow: &ir::Flow) -> String {
 
 /// Left-aligned columns (numbers right-aligned), two spaces apart, indented by two.
 fn table(header: &[String; 5], rows: &[[String; 5]]) -> String {
-    let width = |c: usize| rows.iter().map(|r| r[c].chars().count()).chain([header[c].len()]).max().unwrap_or(0);
+    let width = |c: usize| {
+        rows.iter()
+            .map(|r| r[c].chars().count())
+            .chain([header[c].len()])
+            .max()
+            .unwrap_or(0)
+    };
     let widths: Vec<usize> = (0..5).map(width).collect();
     let line = |r: &[String; 5]| {
         let cells: Vec<String> = r
             .iter()
             .enumerate()
-            .map(|(c, s)| if c == 0 || c == 2 { format!("{s:>w$}", w = widths[c]) } else { format!("{s:<w$}", w = widths[c]) })
+            .map(|(c, s)| {
+                if c == 0 || c == 2 {
+                    format!("{s:>w$}", w = widths[c])
+                } else {
+                    format!("{s:<w$}", w = widths[c])
+                }
+            })
             .collect();
         format!("  {}\n", cells.join("  ").trim_end())
     };
-    std::iter::once(line(header)).chain(rows.iter().map(line)).collect()
+    std::iter::once(line(header))
+        .chain(rows.iter().map(line))
+        .collect()
 }
 
 fn jacobian(j: Jacobian) -> &'static str {
@@ -82,31 +110,4 @@ fn passes((normalizing, generative): (Pass, Pass)) -> String {
         Pass::Iterative => "iterative",
     };
     format!("x->z {}, z->x {}", name(normalizing), name(generative))
-}
-
-/// 36128 -> "36,128", for readable parameter counts.
-fn group_digits(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn digits_are_grouped() {
-        assert_eq!(group_digits(0), "0");
-        assert_eq!(group_digits(999), "999");
-        assert_eq!(group_digits(1000), "1,000");
-        assert_eq!(group_digits(36128), "36,128");
-        assert_eq!(group_digits(1234567), "1,234,567");
-    }
 }

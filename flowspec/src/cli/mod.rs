@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 /// A normalizing-flow compiler: specs in, checked IR, generated Rust and trained models out.
 #[derive(Parser, Debug)]
-#[command(name = "flowspec", version, about)]
+#[command(name = "flowspec", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -64,20 +64,41 @@ pub fn load_program(path: &Path) -> Result<ir::Program> {
 }
 
 /// The flow called `name`, or the first one (saying so on stderr when there are several).
-pub fn pick_flow<'a>(program: &'a ir::Program, name: Option<&str>, path: &Path) -> Result<&'a ir::Flow> {
-    let names = || program.flows.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ");
+pub fn pick_flow<'a>(
+    program: &'a ir::Program,
+    name: Option<&str>,
+    path: &Path,
+) -> Result<&'a ir::Flow> {
+    let names = || {
+        program
+            .flows
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     match name {
         Some(want) => match program.flows.iter().find(|f| f.name == want) {
             Some(f) => Ok(f),
             None if program.flows.is_empty() => bail!("`{}` defines no flow", path.display()),
-            None => bail!("`{}` has no flow named `{want}`; its flows: {}", path.display(), names()),
+            None => bail!(
+                "`{}` has no flow named `{want}`; its flows: {}",
+                path.display(),
+                names()
+            ),
         },
         None => {
             let Some(first) = program.flows.first() else {
                 bail!("`{}` defines no flow", path.display());
             };
             if program.flows.len() > 1 {
-                eprintln!("note: `{}` defines {} flows ({}); using `{}` (choose with --flow NAME)", path.display(), program.flows.len(), names(), first.name);
+                eprintln!(
+                    "note: `{}` defines {} flows ({}); using `{}` (choose with --flow NAME)",
+                    path.display(),
+                    program.flows.len(),
+                    names(),
+                    first.name
+                );
             }
             Ok(first)
         }
@@ -89,4 +110,31 @@ pub fn pick_flow<'a>(program: &'a ir::Program, name: Option<&str>, path: &Path) 
 pub struct SpecArg {
     /// The .flow spec file.
     pub spec: PathBuf,
+}
+
+/// 36128 -> "36,128", for readable parameter counts.
+pub fn group_digits(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digits_are_grouped() {
+        assert_eq!(group_digits(0), "0");
+        assert_eq!(group_digits(999), "999");
+        assert_eq!(group_digits(1000), "1,000");
+        assert_eq!(group_digits(36128), "36,128");
+        assert_eq!(group_digits(1234567), "1,234,567");
+    }
 }

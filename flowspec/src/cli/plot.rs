@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 /// Plotters draws text only with a registered font; one is embedded so plots never depend on
 /// the fonts installed on the machine.
-static FONT: &[u8] = include_bytes!("../../../assets/DejaVuSans.ttf");
+static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 
 /// Heat map cells per axis.
 const GRID: usize = 200;
@@ -22,7 +22,8 @@ type DrawResult = std::result::Result<(), Box<dyn std::error::Error + Send + Syn
 
 fn ensure_font() -> Result<()> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
-    let ok = *REGISTERED.get_or_init(|| register_font("sans-serif", FontStyle::Normal, FONT).is_ok());
+    let ok =
+        *REGISTERED.get_or_init(|| register_font("sans-serif", FontStyle::Normal, FONT).is_ok());
     ensure!(ok, "the embedded plot font could not be loaded");
     Ok(())
 }
@@ -61,7 +62,10 @@ impl Bounds {
             let w = (hi[k] - lo[k]).max(1e-6);
             lo[k] - pad * w..hi[k] + pad * w
         };
-        Bounds { x: axis(0), y: axis(1) }
+        Bounds {
+            x: axis(0),
+            y: axis(1),
+        }
     }
 
     fn contains(&self, x: f64, y: f64) -> bool {
@@ -78,29 +82,58 @@ fn draw_loss(curve: &[CurvePoint], title: &str, path: &Path) -> DrawResult {
     let root = BitMapBackend::new(path, (900, 600)).into_drawing_area();
     root.fill(&WHITE)?;
     let finite = |v: &f64| v.is_finite();
-    let ys: Vec<f64> = curve.iter().flat_map(|c| [c.train_nll, c.val_nll]).filter(finite).collect();
-    let (lo, hi) = ys.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
+    let ys: Vec<f64> = curve
+        .iter()
+        .flat_map(|c| [c.train_nll, c.val_nll])
+        .filter(finite)
+        .collect();
+    let (lo, hi) = ys
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| {
+            (l.min(v), h.max(v))
+        });
     let (lo, hi) = if lo <= hi { (lo, hi) } else { (0.0, 1.0) };
     let pad = ((hi - lo) * 0.05).max(1e-3);
     let last = curve.last().map_or(1, |c| c.step.max(1)) as f64;
     let mut chart = ChartBuilder::on(&root)
-        .caption(format!("{title}: negative log-likelihood"), ("sans-serif", 22))
+        .caption(
+            format!("{title}: negative log-likelihood"),
+            ("sans-serif", 22),
+        )
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(65)
         .build_cartesian_2d(0.0..last, lo - pad..hi + pad)?;
-    chart.configure_mesh().x_desc("step").y_desc("NLL (nats)").draw()?;
-    let series = [("train (running mean)", BLUE, true), ("validation", RED, false)];
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .y_desc("NLL (nats)")
+        .draw()?;
+    let series = [
+        ("train (running mean)", BLUE, true),
+        ("validation", RED, false),
+    ];
     for (label, color, is_train) in series {
         let pick = |c: &CurvePoint| if is_train { c.train_nll } else { c.val_nll };
-        let pts: Vec<(f64, f64)> = curve.iter().map(|c| (c.step as f64, pick(c))).filter(|p| p.1.is_finite()).collect();
+        let pts: Vec<(f64, f64)> = curve
+            .iter()
+            .map(|c| (c.step as f64, pick(c)))
+            .filter(|p| p.1.is_finite())
+            .collect();
         chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
         chart
             .draw_series(LineSeries::new(pts, color.stroke_width(2)))?
             .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).position(SeriesLabelPosition::UpperRight).draw()?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()?;
     root.present()?;
     Ok(())
 }
@@ -115,15 +148,27 @@ pub fn density(
     path: &Path,
 ) -> Result<()> {
     let cells = grid_centers(bounds);
-    let dens: Vec<f64> = log_density(&cells).into_iter().map(|l| if l.is_finite() { l.exp() } else { 0.0 }).collect();
+    let dens: Vec<f64> = log_density(&cells)
+        .into_iter()
+        .map(|l| if l.is_finite() { l.exp() } else { 0.0 })
+        .collect();
     // A NaN or overflowing cell must not wash out the scale (or the whole map).
-    let max = dens.iter().copied().filter(|d| d.is_finite()).fold(0.0, f64::max);
-    write_png(path, |path| draw_density(bounds, &cells, &dens, max, points, title, path))
+    let max = dens
+        .iter()
+        .copied()
+        .filter(|d| d.is_finite())
+        .fold(0.0, f64::max);
+    write_png(path, |path| {
+        draw_density(bounds, &cells, &dens, max, points, title, path)
+    })
 }
 
 /// The centers of a GRID x GRID grid over `b`, one row per cell.
 fn grid_centers(b: &Bounds) -> Array2<f64> {
-    let (dx, dy) = ((b.x.end - b.x.start) / GRID as f64, (b.y.end - b.y.start) / GRID as f64);
+    let (dx, dy) = (
+        (b.x.end - b.x.start) / GRID as f64,
+        (b.y.end - b.y.start) / GRID as f64,
+    );
     Array2::from_shape_fn((GRID * GRID, 2), |(r, k)| {
         let (i, j) = (r % GRID, r / GRID);
         if k == 0 {
@@ -134,32 +179,57 @@ fn grid_centers(b: &Bounds) -> Array2<f64> {
     })
 }
 
-fn draw_density(b: &Bounds, cells: &Array2<f64>, dens: &[f64], max: f64, points: ArrayView2<f64>, title: &str, path: &Path) -> DrawResult {
+fn draw_density(
+    b: &Bounds,
+    cells: &Array2<f64>,
+    dens: &[f64],
+    max: f64,
+    points: ArrayView2<f64>,
+    title: &str,
+    path: &Path,
+) -> DrawResult {
     let root = BitMapBackend::new(path, (900, 700)).into_drawing_area();
     root.fill(&WHITE)?;
     let (main, side) = root.split_horizontally(790);
     let mut chart = ChartBuilder::on(&main)
-        .caption(format!("{title}: learned density, test data on top"), ("sans-serif", 22))
+        .caption(
+            format!("{title}: learned density, test data on top"),
+            ("sans-serif", 22),
+        )
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(50)
         .build_cartesian_2d(b.x.clone(), b.y.clone())?;
-    chart.configure_mesh().disable_mesh().x_desc("x[0]").y_desc("x[1]").draw()?;
-    let (hx, hy) = ((b.x.end - b.x.start) / GRID as f64 / 2.0, (b.y.end - b.y.start) / GRID as f64 / 2.0);
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_desc("x[0]")
+        .y_desc("x[1]")
+        .draw()?;
+    let (hx, hy) = (
+        (b.x.end - b.x.start) / GRID as f64 / 2.0,
+        (b.y.end - b.y.start) / GRID as f64 / 2.0,
+    );
     let scale = if max > 0.0 { 1.0 / max } else { 0.0 };
     chart.draw_series(cells.rows().into_iter().zip(dens).map(|(c, &d)| {
         let corners = [(c[0] - hx, c[1] - hy), (c[0] + hx, c[1] + hy)];
         Rectangle::new(corners, viridis(d * scale).filled())
     }))?;
-    let inside = points.rows().into_iter().filter(|p| p.len() >= 2 && b.contains(p[0], p[1]));
-    chart.draw_series(inside.map(|p| Circle::new((p[0], p[1]), 1, WHITE.mix(0.6).filled())))?;
+    let inside = points
+        .rows()
+        .into_iter()
+        .filter(|p| p.len() >= 2 && b.contains(p[0], p[1]));
+    chart.draw_series(inside.map(|p| Circle::new((p[0], p[1]), 1, WHITE.mix(0.45).filled())))?;
     draw_colorbar(&side, max)?;
     root.present()?;
     Ok(())
 }
 
 /// A vertical colour bar from 0 to `max` density.
-fn draw_colorbar<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>, max: f64) -> DrawResult
+fn draw_colorbar<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    max: f64,
+) -> DrawResult
 where
     DB::ErrorType: 'static,
 {
@@ -171,11 +241,22 @@ where
         .y_label_area_size(55)
         .build_cartesian_2d(0.0..1.0, 0.0..top)
         .map_err(|e| e.to_string())?;
-    bar.configure_mesh().disable_mesh().disable_x_axis().y_desc("p(x)").y_label_formatter(&|v| format!("{v:.2}")).draw().map_err(|e| e.to_string())?;
+    bar.configure_mesh()
+        .disable_mesh()
+        .disable_x_axis()
+        .y_desc("p(x)")
+        .label_style(("sans-serif", 13))
+        .axis_desc_style(("sans-serif", 14))
+        .y_label_formatter(&|v| format!("{v:.2}"))
+        .draw()
+        .map_err(|e| e.to_string())?;
     let steps = 100;
     let strip = (0..steps).map(|i| {
         let (a, b) = (i as f64 / steps as f64, (i + 1) as f64 / steps as f64);
-        Rectangle::new([(0.0, a * top), (1.0, b * top)], viridis((a + b) / 2.0).filled())
+        Rectangle::new(
+            [(0.0, a * top), (1.0, b * top)],
+            viridis((a + b) / 2.0).filled(),
+        )
     });
     bar.draw_series(strip).map_err(|e| e.to_string())?;
     Ok(())
@@ -183,17 +264,35 @@ where
 
 /// Flow samples and data points over `bounds`, two colours and a legend. Returns how many
 /// samples fell outside the plotted area (a sign of heavy tails or a diverged flow).
-pub fn samples(bounds: &Bounds, samples: ArrayView2<f64>, data: ArrayView2<f64>, title: &str, path: &Path) -> Result<usize> {
+pub fn samples(
+    bounds: &Bounds,
+    samples: ArrayView2<f64>,
+    data: ArrayView2<f64>,
+    title: &str,
+    path: &Path,
+) -> Result<usize> {
     let inside = |s: &ArrayView2<f64>| -> Vec<(f64, f64)> {
-        s.rows().into_iter().filter(|p| p.len() >= 2 && bounds.contains(p[0], p[1])).map(|p| (p[0], p[1])).collect()
+        s.rows()
+            .into_iter()
+            .filter(|p| p.len() >= 2 && bounds.contains(p[0], p[1]))
+            .map(|p| (p[0], p[1]))
+            .collect()
     };
     let (flow_pts, data_pts) = (inside(&samples), inside(&data));
     let outside = samples.nrows() - flow_pts.len();
-    write_png(path, |path| draw_samples(bounds, &flow_pts, &data_pts, title, path))?;
+    write_png(path, |path| {
+        draw_samples(bounds, &flow_pts, &data_pts, title, path)
+    })?;
     Ok(outside)
 }
 
-fn draw_samples(b: &Bounds, flow_pts: &[(f64, f64)], data_pts: &[(f64, f64)], title: &str, path: &Path) -> DrawResult {
+fn draw_samples(
+    b: &Bounds,
+    flow_pts: &[(f64, f64)],
+    data_pts: &[(f64, f64)],
+    title: &str,
+    path: &Path,
+) -> DrawResult {
     let root = BitMapBackend::new(path, (800, 700)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
@@ -202,17 +301,36 @@ fn draw_samples(b: &Bounds, flow_pts: &[(f64, f64)], data_pts: &[(f64, f64)], ti
         .x_label_area_size(40)
         .y_label_area_size(50)
         .build_cartesian_2d(b.x.clone(), b.y.clone())?;
-    chart.configure_mesh().x_desc("x[0]").y_desc("x[1]").draw()?;
+    chart
+        .configure_mesh()
+        .x_desc("x[0]")
+        .y_desc("x[1]")
+        .draw()?;
     let data_color = RGBColor(40, 90, 200);
     let flow_color = RGBColor(240, 120, 20);
-    let sets = [(format!("data ({})", data_pts.len()), data_pts, data_color), (format!("flow samples ({})", flow_pts.len()), flow_pts, flow_color)];
+    let sets = [
+        (format!("data ({})", data_pts.len()), data_pts, data_color),
+        (
+            format!("flow samples ({})", flow_pts.len()),
+            flow_pts,
+            flow_color,
+        ),
+    ];
     for (label, pts, color) in sets {
         chart
-            .draw_series(pts.iter().map(|&p| Circle::new(p, 2, color.mix(0.5).filled())))?
+            .draw_series(
+                pts.iter()
+                    .map(|&p| Circle::new(p, 2, color.mix(0.5).filled())),
+            )?
             .label(label)
             .legend(move |(x, y)| Circle::new((x + 10, y), 4, color.filled()));
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).position(SeriesLabelPosition::UpperRight).draw()?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()?;
     root.present()?;
     Ok(())
 }
@@ -230,7 +348,11 @@ fn viridis(t: f64) -> RGBColor {
         (170, 220, 50),
         (253, 231, 37),
     ];
-    let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 };
+    let t = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
     let pos = t * (ANCHORS.len() - 1) as f64;
     let i = (pos.floor() as usize).min(ANCHORS.len() - 2);
     let f = pos - i as f64;
@@ -248,7 +370,13 @@ mod tests {
     fn bounds_ignore_non_finite_points_and_pad() {
         let a = array![[0.0, 1.0], [2.0, 3.0], [f64::NAN, 100.0]];
         let b = Bounds::of(&[a.view()], 0.5);
-        assert_eq!(b, Bounds { x: -1.0..3.0, y: 0.0..4.0 });
+        assert_eq!(
+            b,
+            Bounds {
+                x: -1.0..3.0,
+                y: 0.0..4.0
+            }
+        );
         let empty = Array2::<f64>::zeros((0, 2));
         assert_eq!(Bounds::of(&[empty.view()], 0.1).x, -1.0..1.0);
     }
@@ -263,7 +391,10 @@ mod tests {
 
     #[test]
     fn grid_covers_the_bounds() {
-        let g = grid_centers(&Bounds { x: 0.0..2.0, y: -1.0..1.0 });
+        let g = grid_centers(&Bounds {
+            x: 0.0..2.0,
+            y: -1.0..1.0,
+        });
         assert_eq!(g.nrows(), GRID * GRID);
         assert!(g.column(0).iter().all(|&v| v > 0.0 && v < 2.0));
         assert!(g.column(1).iter().all(|&v| v > -1.0 && v < 1.0));

@@ -1,7 +1,7 @@
 //! `flowspec train SPEC`: maximum-likelihood training of one flow of a spec through the
 //! interpreter, then the test NLL, the best weights and plots in an output directory.
 
-use super::{load_program, pick_flow, plot};
+use super::{group_digits, load_program, pick_flow, plot};
 use anyhow::{ensure, Context, Result};
 use flowspec::interp::{AnyInterp, Interp};
 use flowspec::ir;
@@ -35,7 +35,12 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 256, value_name = "N")]
     batch: usize,
     /// Adam's learning rate.
-    #[arg(long, default_value_t = 1e-3, value_name = "X")]
+    #[arg(
+        long,
+        default_value_t = 1e-3,
+        value_name = "X",
+        allow_negative_numbers = true
+    )]
     lr: f64,
     /// Seed of the initialisation, data splits, batches and samples.
     #[arg(long, default_value_t = 0, value_name = "N")]
@@ -51,6 +56,7 @@ pub struct TrainArgs {
 /// What a run produced, for either output format.
 struct Outcome {
     report: TrainReport,
+    eval_every: usize,
     test_nll: f64,
     seconds: f64,
     num_params: usize,
@@ -63,14 +69,31 @@ struct Outcome {
 pub fn run(args: &TrainArgs) -> Result<()> {
     ensure!(args.steps > 0, "--steps must be at least 1");
     ensure!(args.batch > 0, "--batch must be at least 1");
-    ensure!(args.lr.is_finite() && args.lr > 0.0, "--lr must be a positive number, got {}", args.lr);
+    ensure!(
+        args.lr.is_finite() && args.lr > 0.0,
+        "--lr must be a positive number, got {}",
+        args.lr
+    );
     let program = load_program(&args.spec)?;
     let flow = pick_flow(&program, args.flow.as_deref(), &args.spec)?;
     let dataset = data::resolve(&args.data, args.seed)?;
     data::check_width(&dataset.train.view(), flow.dim, &dataset.name, &flow.name)?;
-    let out = args.out.clone().unwrap_or_else(|| Path::new("out").join(&flow.name));
-    std::fs::create_dir_all(&out).with_context(|| format!("cannot create output directory `{}`", out.display()))?;
-    let cfg = TrainConfig { steps: args.steps, batch_size: args.batch, lr: args.lr, seed: args.seed, ..TrainConfig::default() };
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| Path::new("out").join(&flow.name));
+    std::fs::create_dir_all(&out)
+        .with_context(|| format!("cannot create output directory `{}`", out.display()))?;
+    let (eval_every, patience) = validation_schedule(args.steps);
+    let cfg = TrainConfig {
+        steps: args.steps,
+        batch_size: args.batch,
+        lr: args.lr,
+        seed: args.seed,
+        eval_every,
+        patience,
+        ..TrainConfig::default()
+    };
     let outcome = match AnyInterp::new(flow, args.seed) {
         AnyInterp::F32(f) => train_and_report(f, &dataset, &cfg, &out)?,
         AnyInterp::F64(f) => train_and_report(f, &dataset, &cfg, &out)?,
@@ -83,8 +106,23 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// Validates about 50 times per run (every 10 to 100 steps) so that short runs still draw a
+/// learning curve, with the patience of the runtime's default (10 validations of 100 steps)
+/// kept at about 1000 steps. Validation draws no random numbers, so the schedule changes only
+/// which parameters are kept and when training stops, never the trajectory.
+fn validation_schedule(steps: usize) -> (usize, usize) {
+    let d = TrainConfig::default();
+    let eval_every = (steps / 50).clamp(10, d.eval_every);
+    (eval_every, (d.patience * d.eval_every).div_ceil(eval_every))
+}
+
 /// Trains, evaluates on the test rows, and writes the weights and plots.
-fn train_and_report<T: Real>(mut flow: Interp<T>, ds: &Dataset, cfg: &TrainConfig, out: &Path) -> Result<Outcome> {
+fn train_and_report<T: Real>(
+    mut flow: Interp<T>,
+    ds: &Dataset,
+    cfg: &TrainConfig,
+    out: &Path,
+) -> Result<Outcome> {
     let start = Instant::now();
     let report = train_with_progress(&mut flow, ds, cfg)?;
     let seconds = start.elapsed().as_secs_f64();
@@ -95,14 +133,32 @@ fn train_and_report<T: Real>(mut flow: Interp<T>, ds: &Dataset, cfg: &TrainConfi
     let loss = out.join("loss.png");
     plot::loss_curve(&report.curve, flow.name(), &loss)?;
     files.push(("loss_plot", loss));
-    let samples_outside = if flow.dim() == 2 { Some(plot_2d(&flow, ds, cfg.seed, out, &mut files)?) } else { None };
-    Ok(Outcome { report, test_nll, seconds, num_params: flow.num_params(), files, samples_outside })
+    let samples_outside = if flow.dim() == 2 {
+        Some(plot_2d(&flow, ds, cfg.seed, out, &mut files)?)
+    } else {
+        None
+    };
+    Ok(Outcome {
+        report,
+        eval_every: cfg.eval_every,
+        test_nll,
+        seconds,
+        num_params: flow.num_params(),
+        files,
+        samples_outside,
+    })
 }
 
 /// `train::train` with a progress bar on stderr (hidden when stderr is not a terminal).
-fn train_with_progress<T: Real>(flow: &mut Interp<T>, ds: &Dataset, cfg: &TrainConfig) -> Result<TrainReport> {
+fn train_with_progress<T: Real>(
+    flow: &mut Interp<T>,
+    ds: &Dataset,
+    cfg: &TrainConfig,
+) -> Result<TrainReport> {
     let bar = ProgressBar::new(cfg.steps as u64);
-    if let Ok(style) = ProgressStyle::with_template("{elapsed_precise} [{wide_bar}] {pos}/{len} {msg}") {
+    if let Ok(style) =
+        ProgressStyle::with_template("{elapsed_precise} [{wide_bar}] {pos}/{len} {msg}")
+    {
         bar.set_style(style.progress_chars("=> "));
     }
     let mut last_val: Option<f64> = None;
@@ -114,20 +170,31 @@ fn train_with_progress<T: Real>(flow: &mut Interp<T>, ds: &Dataset, cfg: &TrainC
     };
     let result = train::train(flow, ds.train.view(), cfg, &mut on_progress);
     bar.finish_and_clear();
-    Ok(result.with_context(|| format!("training `{}` on {} failed", flow.name(), ds.name))?)
+    result.with_context(|| format!("training `{}` on {} failed", flow.name(), ds.name))
 }
 
 /// density.png and samples.png; returns how many samples fell outside the plot.
-fn plot_2d<T: Real>(flow: &Interp<T>, ds: &Dataset, seed: u64, out: &Path, files: &mut Vec<(&'static str, PathBuf)>) -> Result<usize> {
+fn plot_2d<T: Real>(
+    flow: &Interp<T>,
+    ds: &Dataset,
+    seed: u64,
+    out: &Path,
+    files: &mut Vec<(&'static str, PathBuf)>,
+) -> Result<usize> {
     let bounds = plot::Bounds::of(&[ds.train.view(), ds.test.view()], 0.1);
     let log_density = |pts: &Array2<f64>| -> Vec<f64> {
-        pts.axis_chunks_iter(Axis(0), 4096).flat_map(|c| flow.log_prob(c.mapv(T::of).view()).to_vec()).map(Real::f64).collect()
+        pts.axis_chunks_iter(Axis(0), 4096)
+            .flat_map(|c| flow.log_prob(c.mapv(T::of).view()).to_vec())
+            .map(Real::f64)
+            .collect()
     };
     let density = out.join("density.png");
     plot::density(&bounds, &log_density, ds.test.view(), flow.name(), &density)?;
     files.push(("density_plot", density));
     // Separate seeds for the two draws, so changing one plot never changes the other.
-    let samples = flow.sample(PLOT_POINTS, &mut rng_from_seed(seed.wrapping_add(1))).mapv(Real::f64);
+    let samples = flow
+        .sample(PLOT_POINTS, &mut rng_from_seed(seed.wrapping_add(1)))
+        .mapv(Real::f64);
     let mut rows: Vec<usize> = (0..ds.train.nrows()).collect();
     rows.shuffle(&mut rng_from_seed(seed.wrapping_add(2)));
     rows.truncate(PLOT_POINTS);
@@ -140,23 +207,57 @@ fn plot_2d<T: Real>(flow: &Interp<T>, ds: &Dataset, seed: u64, out: &Path, files
 
 fn print_summary(flow: &ir::Flow, ds: &Dataset, o: &Outcome) {
     let r = &o.report;
-    println!("flow {} ({}, {} parameters) on {}: {} train / {} validation rows", flow.name, flow.dtype.name(), o.num_params, ds.name, r.n_train, r.n_val);
-    let stop = if r.stopped_early { " (stopped early: validation NLL stopped improving)" } else { "" };
-    println!("trained {} steps in {:.1} s{stop}", r.steps_run, o.seconds);
-    println!("best validation NLL: {:.4} nats at step {}", r.best_val_nll, r.best_step);
+    println!(
+        "flow {} ({}, {} parameters) on {}: {} train / {} validation rows",
+        flow.name,
+        flow.dtype.name(),
+        group_digits(o.num_params),
+        ds.name,
+        r.n_train,
+        r.n_val
+    );
+    let stop = if r.stopped_early {
+        " (stopped early: validation NLL stopped improving)"
+    } else {
+        ""
+    };
+    println!("trained {} steps in {:.2} s{stop}", r.steps_run, o.seconds);
+    println!(
+        "best validation NLL: {:.4} nats at step {}",
+        r.best_val_nll, r.best_step
+    );
+    if r.best_step == 0 {
+        println!(
+            "note: no step improved on the initial parameters, which were kept \
+             (try another learning rate or more steps)"
+        );
+    }
     if let Some(n) = o.samples_outside.filter(|&n| n > 0) {
         println!("note: {n} of {PLOT_POINTS} flow samples fell outside the area of samples.png");
     }
     for (_, path) in &o.files {
         println!("wrote {}", path.display());
     }
-    println!("test NLL: {:.4} nats ({}, {} rows)", o.test_nll, ds.name, ds.test.nrows());
+    println!(
+        "test NLL: {:.4} nats ({}, {} rows)",
+        o.test_nll,
+        ds.name,
+        ds.test.nrows()
+    );
 }
 
 fn to_json(args: &TrainArgs, flow: &ir::Flow, ds: &Dataset, o: &Outcome) -> serde_json::Value {
     let r = &o.report;
-    let files: serde_json::Map<String, serde_json::Value> = o.files.iter().map(|(k, p)| (k.to_string(), json!(p.display().to_string()))).collect();
-    let curve: Vec<_> = r.curve.iter().map(|c| json!({"step": c.step, "train_nll": c.train_nll, "val_nll": c.val_nll})).collect();
+    let files: serde_json::Map<String, serde_json::Value> = o
+        .files
+        .iter()
+        .map(|(k, p)| (k.to_string(), json!(p.display().to_string())))
+        .collect();
+    let curve: Vec<_> = r
+        .curve
+        .iter()
+        .map(|c| json!({"step": c.step, "train_nll": c.train_nll, "val_nll": c.val_nll}))
+        .collect();
     json!({
         "spec": args.spec.display().to_string(),
         "flow": flow.name,
@@ -167,6 +268,7 @@ fn to_json(args: &TrainArgs, flow: &ir::Flow, ds: &Dataset, o: &Outcome) -> serd
         "steps": args.steps,
         "batch": args.batch,
         "lr": args.lr,
+        "eval_every": o.eval_every,
         "steps_run": r.steps_run,
         "stopped_early": r.stopped_early,
         "best_step": r.best_step,

@@ -21,7 +21,6 @@ pub fn gen_inherent(cx: &Ctx) -> TokenStream {
     let visit = gen_visit(cx);
     quote! {
         #scratch
-        #[automatically_derived]
         impl #name {
             /// The flow's name in the spec.
             pub const NAME: &'static str = #flow_name;

@@ -136,5 +136,5 @@ pub fn const_cols(name: &proc_macro2::Ident, xs: &[usize]) -> TokenStream {
 pub fn real(cx: &Ctx, v: f64) -> TokenStream {
     let t = &cx.t;
     let l = Literal::f64_suffixed(v);
-    quote!((#l as #t))
+    quote!(#l as #t)
 }
