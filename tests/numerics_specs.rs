@@ -43,3 +43,47 @@ fn nice_moons() {
 fn glow_like() {
     check(GlowLike::new(3), 0.2);
 }
+
+/// Every flow of every spec file, including ones added later and f32 ones, run through the
+/// interpreter in f64 (the interpreter takes any IR; `interp_agrees` ties it to the generated
+/// code). Large flows check every k-th parameter here; the tests above check all of them.
+#[test]
+fn every_spec_through_the_interpreter_in_f64() {
+    let dir = format!("{}/../specs", env!("CARGO_MANIFEST_DIR"));
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "flow") {
+            continue;
+        }
+        let src = std::fs::read_to_string(&path).unwrap();
+        let program = flowspec::compile(&src).unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+        for ir in &program.flows {
+            let mut flow = flowspec::interp::Interp::<f64>::new(ir, 1);
+            flow.data_init(points(64, ir.dim, 12).view());
+            verify::perturb(&mut flow, 0.02, 13);
+            let stride = (ir.num_params() / 2000).max(1);
+            let r = verify::verify(&mut flow, points(6, ir.dim, 11).view(), stride);
+            let ok = r.roundtrip < 1e-10 && r.logdet_consistency < 1e-10 && r.logdet_vs_jacobian < 1e-6 && r.grad_rel < 1e-5;
+            assert!(ok, "{} / {}: {r:?}", path.display(), ir.name);
+            seen += 1;
+        }
+    }
+    assert!(seen >= 4, "found only {seen} flows in specs/");
+}
+
+/// Every spec file is compiled through `flow!` in `tests/lib.rs` (and so snapshotted and
+/// compared with the interpreter there).
+#[test]
+fn every_spec_is_compiled_by_flow_macro() {
+    let dir = format!("{}/../specs", env!("CARGO_MANIFEST_DIR"));
+    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| format!("specs/{}", e.unwrap().file_name().to_string_lossy()))
+        .filter(|p| p.ends_with(".flow"))
+        .collect();
+    on_disk.sort();
+    let mut listed: Vec<String> = flowspec_tests::SPEC_FILES.iter().map(|s| s.to_string()).collect();
+    listed.sort();
+    assert_eq!(on_disk, listed, "add new specs to tests/lib.rs");
+}

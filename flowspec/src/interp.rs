@@ -128,7 +128,8 @@ impl<T: Real> Interp<T> {
 
     /// z[:, i] = h[:, z_cols[i]]: logical order for the base distribution.
     fn gather(&self, h: &Array2<T>) -> Array2<T> {
-        h.select(Axis(1), &self.z_cols)
+        // select along columns yields column-major memory; callers expect row-major rows.
+        h.select(Axis(1), &self.z_cols).as_standard_layout().into_owned()
     }
 }
 
