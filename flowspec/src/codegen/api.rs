@@ -54,8 +54,12 @@ pub fn gen_inherent(cx: &Ctx) -> TokenStream {
     }
 }
 
-/// One scratch buffer per coupling layer, so no layer reallocates another's buffers.
+/// One scratch buffer per coupling layer (so no layer reallocates another's buffers), the
+/// backward pass's stored inputs and its gradient accumulator. One per thread and flow type,
+/// reused across calls: once warm, a call of the same batch size allocates nothing per layer.
 fn gen_scratch(cx: &Ctx) -> TokenStream {
+    let t = &cx.t;
+    let name = format_ident!("{}", cx.flow.name);
     let fields = param_layers(cx.flow).filter_map(|(i, l)| {
         let ty = l.gen_scratch_type(cx)?;
         let f = field(i);
@@ -63,7 +67,21 @@ fn gen_scratch(cx: &Ctx) -> TokenStream {
     });
     quote! {
         #[derive(Default)]
-        struct __Scratch { #(#fields)* }
+        struct __Scratch {
+            #(#fields)*
+            __inputs: __rt::ndarray::Array3<#t>,
+            __grad: ::core::option::Option<#name>,
+        }
+        ::std::thread_local! {
+            static __SCRATCH: ::core::cell::RefCell<__Scratch> = ::core::cell::RefCell::new(__Scratch::default());
+        }
+        /// Runs `f` with this thread's scratch (a fresh one if it is already in use).
+        fn __with_scratch<R>(f: impl FnOnce(&mut __Scratch) -> R) -> R {
+            __SCRATCH.with(|__c| match __c.try_borrow_mut() {
+                ::core::result::Result::Ok(mut __s) => f(&mut __s),
+                ::core::result::Result::Err(_) => f(&mut __Scratch::default()),
+            })
+        }
     }
 }
 
@@ -118,9 +136,10 @@ fn gen_run(cx: &Ctx) -> TokenStream {
             Self::__check_width(x.ncols());
             let mut __h = x.to_owned();
             let mut __ld = __rt::ndarray::Array1::<#t>::zeros(x.nrows());
-            let mut __s = __Scratch::default();
-            let (__h, __ld, __s) = (&mut __h, &mut __ld, &mut __s);
-            #(#init)*
+            __with_scratch(|__s| {
+                let (__h, __ld) = (&mut __h, &mut __ld);
+                #(#init)*
+            });
         }
     }
 }
@@ -167,7 +186,7 @@ fn gen_batch(cx: &Ctx) -> TokenStream {
             Self::__check_width(x.ncols());
             let mut __h = x.to_owned();
             let mut __ld = __rt::ndarray::Array1::<#t>::zeros(x.nrows());
-            self.__run_inverse(&mut __h, &mut __ld, &mut __Scratch::default());
+            __with_scratch(|__s| self.__run_inverse(&mut __h, &mut __ld, __s));
             #gather
             (__z, __ld)
         }
@@ -176,7 +195,7 @@ fn gen_batch(cx: &Ctx) -> TokenStream {
             Self::__check_width(z.ncols());
             #scatter
             let mut __ld = __rt::ndarray::Array1::<#t>::zeros(z.nrows());
-            self.__run_forward(&mut __h, &mut __ld, &mut __Scratch::default());
+            __with_scratch(|__s| self.__run_forward(&mut __h, &mut __ld, __s));
             (__h, __ld)
         }
         /// The base distribution's log-density of each row of `z`.
@@ -272,25 +291,42 @@ fn gen_backward(cx: &Ctx) -> TokenStream {
         /// The mean negative log-likelihood of the rows of `x` and its gradient, flat, in the
         /// canonical parameter order (that of the safetensors file).
         pub fn nll_and_grad(&self, x: __rt::ndarray::ArrayView2<#t>) -> (#t, ::std::vec::Vec<#t>) {
-            let (__loss, __grad) = self.nll_and_grad_struct(x);
-            (__loss, __rt::Flow::params(&__grad))
+            __with_scratch(|__s| {
+                let __loss = self.__backward(x, __s);
+                let mut __flat = ::std::vec::Vec::with_capacity(Self::NUM_PARAMS);
+                if let ::core::option::Option::Some(__g) = &__s.__grad {
+                    __g.visit_params(&mut |_, _, __d| __flat.extend_from_slice(__d));
+                }
+                (__loss, __flat)
+            })
         }
         /// The same, with the gradient as a struct of this type (one field per layer).
-        #[allow(unused_variables, unused_mut)]
         pub fn nll_and_grad_struct(&self, x: __rt::ndarray::ArrayView2<#t>) -> (#t, Self) {
+            __with_scratch(|__s| {
+                let __loss = self.__backward(x, __s);
+                (__loss, __s.__grad.clone().expect("__backward leaves the gradient"))
+            })
+        }
+        /// Leaves the gradient in `__s.__grad` and returns the loss.
+        #[allow(unused_variables, unused_mut)]
+        fn __backward(&self, x: __rt::ndarray::ArrayView2<#t>, __s: &mut __Scratch) -> #t {
             Self::__check_width(x.ncols());
             let __n = x.nrows();
-            let mut __grad = Self::__zeros();
+            let mut __grad = __s.__grad.take().unwrap_or_else(Self::__zeros);
+            __grad.visit_params_mut(&mut |_, _, __d| __d.fill(<#t as __rt::Real>::of(0.0)));
             if __n == 0 {
-                return (<#t as __rt::Real>::of(0.0), __grad);
+                __s.__grad = ::core::option::Option::Some(__grad);
+                return <#t as __rt::Real>::of(0.0);
             }
             let __inv_n = <#t as __rt::Real>::of(1.0 / __n as f64);
             let mut __hb = x.to_owned();
             let mut __ldb = __rt::ndarray::Array1::<#t>::zeros(__n);
-            let mut __sb = __Scratch::default();
-            let mut __inputs = __rt::ndarray::Array3::<#t>::zeros((#k, __n, #d));
+            let mut __inputs = ::core::mem::take(&mut __s.__inputs);
+            if __inputs.shape() != [#k, __n, #d] {
+                __inputs = __rt::ndarray::Array3::<#t>::zeros((#k, __n, #d));
+            }
             {
-                let (__h, __ld, __s) = (&mut __hb, &mut __ldb, &mut __sb);
+                let (__h, __ld) = (&mut __hb, &mut __ldb);
                 #(#fwd)*
             }
             // The standard normal is iid over dimensions, so the loss and its gradient can be
@@ -300,9 +336,10 @@ fn gen_backward(cx: &Ctx) -> TokenStream {
             let mut __g = __rt::ndarray::Array2::<#t>::zeros((__n, #d));
             __rt::base::std_normal_nll_grad(__hb.view(), __inv_n, __g.view_mut());
             let __dld = __rt::ndarray::Array1::<#t>::from_elem(__n, -__inv_n);
-            let __s = &mut __sb;
             #(#bwd)*
-            (__loss, __grad)
+            __s.__inputs = __inputs;
+            __s.__grad = ::core::option::Option::Some(__grad);
+            __loss
         }
     }
 }
