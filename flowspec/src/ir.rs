@@ -60,7 +60,8 @@ pub struct Mlp {
 
 impl Mlp {
     pub fn num_params(&self) -> usize {
-        self.sizes.windows(2).map(|w| w[0] * w[1] + w[1]).sum()
+        // Saturating: `check` rejects flows past `check::MAX_PARAMS`, whose counts may overflow.
+        self.sizes.windows(2).fold(0usize, |n, w| n.saturating_add(w[0].saturating_mul(w[1]).saturating_add(w[1])))
     }
 }
 
@@ -71,7 +72,8 @@ pub enum LayerKind {
     AffineCoupling { cond: Vec<usize>, trans: Vec<usize>, net: Mlp, bound: f64 },
     /// NICE: `z_t = x_t + net(x_c)`.
     AdditiveCoupling { cond: Vec<usize>, trans: Vec<usize>, net: Mlp },
-    /// NICE's final diagonal scaling: `z = x * exp(s)`; `cols[i]` holds logical dimension i.
+    /// NICE's final diagonal scaling, as the notes write it: `x = exp(log_scale) * z`;
+    /// `cols[i]` holds logical dimension i.
     Rescale { cols: Vec<usize> },
     /// Glow's actnorm: `z = (x - loc) * exp(-log_scale)`, initialised from data.
     ActNorm { cols: Vec<usize> },
@@ -165,7 +167,7 @@ pub struct Program {
 
 impl Flow {
     pub fn num_params(&self) -> usize {
-        self.layers.iter().map(Layer::num_params).sum()
+        self.layers.iter().fold(0usize, |n, l| n.saturating_add(l.num_params()))
     }
 
     /// A 64-bit FNV-1a hash of the architecture (the canonical dump without docs), written

@@ -151,24 +151,26 @@ pub fn actnorm_data_init<T: Real>(p: &mut ActNorm<T>, cols: &[usize], x: ArrayVi
     }
 }
 
-/// Rescale, normalizing direction: `z = x * exp(log_scale)`, `ld += sum log_scale`.
+/// NICE's final scaling, written as the notes write it, generatively: `x = s * z` with
+/// `s = exp(log_scale) > 0`. Normalizing direction: `z = x * exp(-log_scale)`,
+/// `ld += -sum log_scale`.
 pub fn rescale_inverse<T: Real>(
     p: &Rescale<T>,
     cols: &[usize],
     x: ArrayViewMut2<T>,
     ld: ArrayViewMut1<T>,
 ) {
-    scale_columns(p, cols, T::one(), x, ld);
+    scale_columns(p, cols, -T::one(), x, ld);
 }
 
-/// Rescale, generative direction: `x = z * exp(-log_scale)`, `ld += -sum log_scale`.
+/// Rescale, generative direction: `x = z * exp(log_scale)`, `ld += sum log_scale`.
 pub fn rescale_forward<T: Real>(
     p: &Rescale<T>,
     cols: &[usize],
     x: ArrayViewMut2<T>,
     ld: ArrayViewMut1<T>,
 ) {
-    scale_columns(p, cols, -T::one(), x, ld);
+    scale_columns(p, cols, T::one(), x, ld);
 }
 
 /// Multiplies column `cols[i]` by `exp(sign * log_scale[i])` and adds the log-determinant.
@@ -199,13 +201,13 @@ pub fn rescale_backward<T: Real>(
     debug_assert_eq!(x_in.dim(), g.dim(), "rescale_backward: shapes");
     let dld_sum = dld.sum();
     for (i, &c) in cols.iter().enumerate() {
-        let e = p.log_scale[i].exp();
+        let e = (-p.log_scale[i]).exp();
         let mut sum_gx = T::zero();
         Zip::from(g.column_mut(c)).and(x_in.column(c)).for_each(|g, &x| {
             sum_gx += *g * x;
             *g *= e;
         });
-        grad.log_scale[i] += sum_gx * e + dld_sum;
+        grad.log_scale[i] -= sum_gx * e + dld_sum;
     }
 }
 
