@@ -16,6 +16,7 @@
 
 pub mod base;
 pub mod data;
+pub mod datasets;
 pub mod error;
 pub mod flow;
 pub mod io;
@@ -25,6 +26,7 @@ pub mod optim;
 pub mod params;
 pub mod real;
 pub mod train;
+pub mod transform;
 pub mod verify;
 
 pub use error::{DataError, IoError, TrainError};
@@ -48,6 +50,7 @@ pub mod __private {
     pub use crate::base;
     pub use crate::flow::{Flow, ParamSpec};
     pub use crate::layers;
+    pub use crate::transform;
     pub use crate::nn;
     pub use crate::params::{ParamVec, Params};
     pub use crate::real::Real;

@@ -4,6 +4,7 @@
 
 mod coupling;
 mod elementwise;
+mod linear;
 #[cfg(test)]
 pub(crate) mod testutil;
 
@@ -15,3 +16,5 @@ pub use elementwise::{
     actnorm_backward, actnorm_data_init, actnorm_forward, actnorm_inverse, rescale_backward,
     rescale_forward, rescale_inverse, ActNorm, Rescale,
 };
+#[allow(unused_imports)]
+pub use linear::*;
