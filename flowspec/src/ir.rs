@@ -33,12 +33,99 @@ impl Dtype {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Base {
     StdNormal,
+    /// The standard logistic per dimension (NICE).
+    Logistic,
+    /// Uniform on `[a, b]^D`.
+    Uniform { a: f64, b: f64 },
+    /// A normal with learnable per-dimension location and log-scale.
+    DiagNormal,
+    /// A mixture of `k` diagonal Gaussians with learnable weights, means and scales.
+    Mixture { k: usize },
 }
 
 impl Base {
-    pub fn describe(&self) -> &'static str {
+    pub fn describe(&self) -> String {
         match self {
-            Base::StdNormal => "normal",
+            Base::StdNormal => "normal".into(),
+            Base::Logistic => "logistic".into(),
+            Base::Uniform { a, b } => format!("uniform({a}, {b})"),
+            Base::DiagNormal => "diag_normal".into(),
+            Base::Mixture { k } => format!("mixture(k = {k})"),
+        }
+    }
+    pub fn num_params(&self, dim: usize) -> usize {
+        match self {
+            Base::StdNormal | Base::Logistic | Base::Uniform { .. } => 0,
+            Base::DiagNormal => 2 * dim,
+            Base::Mixture { k } => k + 2 * k * dim,
+        }
+    }
+}
+
+/// A scalar monotone map `t` with per-element raw parameters (all-zero raw parameters give
+/// the identity). Elementwise layers apply it generatively (`x = t(z)`), couplings in the
+/// normalizing direction (`z_t = t(x_t; net(x_c))`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Transformer {
+    /// `t(x) = x * exp(log_scale) + shift`.
+    Affine,
+    LeakyRelu { slope: f64 },
+    /// `t(z) = (sigmoid(z) - alpha) / (1 - 2 alpha)`: onto (0, 1).
+    Sigmoid { alpha: f64 },
+    /// `t(z) = logit(alpha + (1 - 2 alpha) z)`: from [0, 1].
+    Logit { alpha: f64 },
+    Exp,
+    Log,
+    /// The notes' piecewise-linear map of [0, 1] with `bins` equal bins.
+    PiecewiseLinear { bins: usize },
+    /// Rational-quadratic spline on [-bound, bound], identity outside.
+    RqSpline { bins: usize, bound: f64 },
+}
+
+impl Transformer {
+    /// The raw parameter tensors per element: (name, count).
+    pub fn tensors(&self) -> Vec<(&'static str, usize)> {
+        match *self {
+            Transformer::Affine => vec![("shift", 1), ("log_scale", 1)],
+            Transformer::PiecewiseLinear { bins } => vec![("logits", bins)],
+            Transformer::RqSpline { bins, .. } => {
+                vec![("widths", bins), ("heights", bins), ("derivatives", bins - 1)]
+            }
+            _ => vec![],
+        }
+    }
+    pub fn n_params(&self) -> usize {
+        self.tensors().iter().map(|t| t.1).sum()
+    }
+}
+
+/// One raw parameter tensor of an elementwise layer, `[D, k]`, learned or fixed by the spec.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamTensor {
+    pub name: &'static str,
+    pub k: usize,
+    /// Row-major `D x k` values when the spec fixes them.
+    pub fixed: Option<Vec<f64>>,
+}
+
+/// Linear layers `x = W z + b` with structured `W`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LinearKind {
+    Diagonal,
+    LowerTriangular,
+    /// Glow's `P L U`, initialised from a random rotation drawn with `seed`.
+    Lu { seed: u64 },
+    /// A product of `reflections` Householder reflections, drawn with `seed`.
+    Householder { reflections: usize, seed: u64 },
+}
+
+impl LinearKind {
+    pub fn num_params(&self, d: usize) -> usize {
+        match *self {
+            LinearKind::Diagonal => 2 * d,
+            LinearKind::LowerTriangular => d * d + 2 * d,
+            LinearKind::Lu { .. } => 2 * d * d + 2 * d,
+            LinearKind::Householder { reflections, .. } => reflections * d + d,
         }
     }
 }
@@ -77,6 +164,13 @@ pub enum LayerKind {
     Rescale { cols: Vec<usize> },
     /// Glow's actnorm: `z = (x - loc) * exp(-log_scale)`, initialised from data.
     ActNorm { cols: Vec<usize> },
+    /// An elementwise map `x = t(z)` on every dimension (`cols[i]` holds dimension i).
+    Elementwise { tr: Transformer, cols: Vec<usize>, params: Vec<ParamTensor> },
+    /// A coupling whose transformer is `tr`: `z_t = t(x_t; net(x_c))`, `tr.n_params()`
+    /// conditioner outputs per transformed dimension.
+    TransformerCoupling { tr: Transformer, cond: Vec<usize>, trans: Vec<usize>, net: Mlp },
+    /// `x = W z + b`.
+    Linear { kind: LinearKind, cols: Vec<usize> },
     /// A permutation `z_i = x_order[i]` (logical), folded into the column sets of the layers
     /// after it: it costs nothing at run time and codegen emits nothing for it.
     Permute { order: Vec<usize>, how: PermuteHow },
@@ -95,6 +189,7 @@ pub enum Jacobian {
     Diagonal,
     /// Triangular after ordering conditioning columns first (couplings).
     BlockTriangular,
+    Triangular,
     Permutation,
     Dense,
 }
@@ -118,9 +213,13 @@ pub struct Layer {
 impl Layer {
     pub fn num_params(&self) -> usize {
         match &self.kind {
-            LayerKind::AffineCoupling { net, .. } | LayerKind::AdditiveCoupling { net, .. } => {
-                net.num_params()
+            LayerKind::AffineCoupling { net, .. }
+            | LayerKind::AdditiveCoupling { net, .. }
+            | LayerKind::TransformerCoupling { net, .. } => net.num_params(),
+            LayerKind::Elementwise { cols, params, .. } => {
+                params.iter().filter(|p| p.fixed.is_none()).map(|p| p.k * cols.len()).sum()
             }
+            LayerKind::Linear { kind, cols } => kind.num_params(cols.len()),
             LayerKind::Rescale { cols } => cols.len(),
             LayerKind::ActNorm { cols } => 2 * cols.len(),
             LayerKind::Permute { .. } => 0,
@@ -128,10 +227,15 @@ impl Layer {
     }
     pub fn jacobian(&self) -> Jacobian {
         match &self.kind {
-            LayerKind::AffineCoupling { .. } | LayerKind::AdditiveCoupling { .. } => {
-                Jacobian::BlockTriangular
+            LayerKind::AffineCoupling { .. }
+            | LayerKind::AdditiveCoupling { .. }
+            | LayerKind::TransformerCoupling { .. } => Jacobian::BlockTriangular,
+            LayerKind::Rescale { .. } | LayerKind::ActNorm { .. } | LayerKind::Elementwise { .. } => {
+                Jacobian::Diagonal
             }
-            LayerKind::Rescale { .. } | LayerKind::ActNorm { .. } => Jacobian::Diagonal,
+            LayerKind::Linear { kind: LinearKind::Diagonal, .. } => Jacobian::Diagonal,
+            LayerKind::Linear { kind: LinearKind::LowerTriangular, .. } => Jacobian::Triangular,
+            LayerKind::Linear { .. } => Jacobian::Dense,
             LayerKind::Permute { .. } => Jacobian::Permutation,
         }
     }
@@ -157,6 +261,9 @@ pub struct Flow {
     pub layers: Vec<Layer>,
     /// `z_cols[i]` is the physical column holding logical dimension i of z.
     pub z_cols: Vec<usize>,
+    /// The data are integers to dequantize with U[0, 1) noise (the spec starts with
+    /// `dequantize`).
+    pub dequantize: bool,
     pub span: Span,
 }
 
@@ -167,7 +274,8 @@ pub struct Program {
 
 impl Flow {
     pub fn num_params(&self) -> usize {
-        self.layers.iter().fold(0usize, |n, l| n.saturating_add(l.num_params()))
+        let layers = self.layers.iter().fold(0usize, |n, l| n.saturating_add(l.num_params()));
+        layers.saturating_add(self.base.num_params(self.dim))
     }
 
     /// A 64-bit FNV-1a hash of the architecture (the canonical dump without docs), written
@@ -189,6 +297,9 @@ impl Flow {
             let _ = writeln!(s, "  {i}: {}", describe_kind(&l.kind));
         }
         let _ = writeln!(s, "  z_cols {:?}", self.z_cols);
+        if self.dequantize {
+            let _ = writeln!(s, "  dequantize");
+        }
         s
     }
 
@@ -215,6 +326,24 @@ fn describe_kind(k: &LayerKind) -> String {
         LayerKind::Rescale { cols } => format!("rescale cols {cols:?}"),
         LayerKind::ActNorm { cols } => format!("actnorm cols {cols:?}"),
         LayerKind::Permute { order, how } => format!("permute {how:?} order {order:?} (folded)"),
+        LayerKind::Elementwise { tr, cols, params } => {
+            let ps: Vec<String> = params.iter().map(describe_param).collect();
+            format!("elementwise {tr:?} cols {cols:?} params [{}]", ps.join(", "))
+        }
+        LayerKind::TransformerCoupling { tr, cond, trans, net } => {
+            format!("coupling {tr:?} cond {cond:?} trans {trans:?} net {}", describe_mlp(net))
+        }
+        LayerKind::Linear { kind, cols } => format!("linear {kind:?} cols {cols:?}"),
+    }
+}
+
+fn describe_param(p: &ParamTensor) -> String {
+    match &p.fixed {
+        None => format!("{} x{} learned", p.name, p.k),
+        Some(v) if v.windows(2).all(|w| w[0] == w[1]) => {
+            format!("{} x{} fixed all {:?}", p.name, p.k, v.first().copied().unwrap_or(0.0))
+        }
+        Some(v) => format!("{} x{} fixed {v:?}", p.name, p.k),
     }
 }
 

@@ -13,13 +13,13 @@ pub const LAYER_KINDS: &[&str] =
     &["affine_coupling", "additive_coupling", "rescale", "actnorm", "reverse", "permute"];
 pub const ACTIVATIONS: &[&str] = &["relu", "tanh", "leaky_relu", "elu"];
 pub const MASKS: &[&str] = &["alternate", "alternate_flip", "halves", "halves_flip"];
-pub const BASES: &[&str] = &["normal"];
 
 /// zuko's soft clamp of the log-scale, `a / (1 + |a| / ln 1000)`, bounds it to +-6.9.
 pub const DEFAULT_BOUND: f64 = 6.907755278982137;
 pub const DEFAULT_HIDDEN: [usize; 2] = [64, 64];
 
-pub fn check_layer(errs: &mut Diagnostics, l: &ast::Layer, dim: usize, cols: &mut Vec<usize>) -> Option<ir::Layer> {
+/// `first`: no layer comes before this one (where the data enter).
+pub fn check_layer(errs: &mut Diagnostics, l: &ast::Layer, dim: usize, cols: &mut Vec<usize>, first: bool) -> Option<ir::Layer> {
     let (label, kind) = match l.kind.name.as_str() {
         "affine_coupling" => ("affine_coupling", check_affine(errs, l, dim, cols)?),
         "additive_coupling" => ("additive_coupling", check_additive(errs, l, dim, cols)?),
@@ -27,17 +27,20 @@ pub fn check_layer(errs: &mut Diagnostics, l: &ast::Layer, dim: usize, cols: &mu
         "actnorm" => ("actnorm", no_args(errs, l).map(|_| LayerKind::ActNorm { cols: cols.clone() })?),
         "reverse" => ("reverse", no_args(errs, l).and_then(|_| permute(cols, (0..dim).rev().collect(), PermuteHow::Reverse))?),
         "permute" => ("permute", check_permute(errs, l, dim, cols)?),
-        other => {
-            errs.push(unknown_layer(other, l.kind.span));
-            return None;
-        }
+        other => match super::library::check_library_layer(errs, l, dim, cols, first) {
+            Some(checked) => checked?,
+            None => {
+                errs.push(unknown_layer(other, l.kind.span));
+                return None;
+            }
+        },
     };
     Some(ir::Layer { kind, label, span: l.kind.span })
 }
 
 fn unknown_layer(name: &str, span: Span) -> Diagnostic {
     Diagnostic::new(span, format!("unknown layer kind `{name}`"))
-        .with_help(format!("known layer kinds: {}", LAYER_KINDS.join(", ")))
+        .with_help(format!("known layer kinds: {}, {}", LAYER_KINDS.join(", "), super::library::LIBRARY_KINDS.join(", ")))
 }
 
 fn no_args(errs: &mut Diagnostics, l: &ast::Layer) -> Option<()> {
@@ -104,7 +107,7 @@ pub fn random_permutation(n: usize, seed: u64) -> Vec<usize> {
 }
 
 /// The coupling arguments shared by both kinds: (cond, trans) physical columns and the net.
-fn coupling_common(
+pub(super) fn coupling_common(
     errs: &mut Diagnostics,
     l: &ast::Layer,
     mask: Option<&Value>,
@@ -248,24 +251,6 @@ fn check_activation(errs: &mut Diagnostics, v: &Value) -> Option<ir::Activation>
         "elu" => param(errs, "alpha", 1.0).map(ir::Activation::Elu),
         _ => {
             errs.error(span, format!("unknown activation `{name}`; known activations: {}", ACTIVATIONS.join(", ")));
-            None
-        }
-    }
-}
-
-pub fn check_base(errs: &mut Diagnostics, v: &Value) -> Option<ir::Base> {
-    match as_call(v) {
-        Some(("normal", _, [])) => Some(ir::Base::StdNormal),
-        Some(("normal", _, args)) => {
-            errs.error(args[0].span(), "the standard normal base takes no arguments");
-            None
-        }
-        Some((name, span, _)) => {
-            errs.error(span, format!("unknown base distribution `{name}`; known bases: {}", BASES.join(", ")));
-            None
-        }
-        None => {
-            errs.error(v.span, format!("a base distribution is one of {}, found {}", BASES.join(", "), v.kind.describe()));
             None
         }
     }

@@ -3,6 +3,7 @@
 
 mod args;
 pub mod layers;
+pub mod library;
 
 use crate::ast::{self, Item, Stmt};
 use crate::diag::{Diagnostic, Diagnostics};
@@ -63,7 +64,7 @@ fn check_flow(errs: &mut Diagnostics, f: &ast::FlowDef) -> Option<ir::Flow> {
     let mut cols: Vec<usize> = (0..dim).collect();
     let before = errs.len();
     let layers: Vec<ir::Layer> =
-        d.layers.iter().filter_map(|l| layers::check_layer(errs, l, dim, &mut cols)).collect();
+        d.layers.iter().enumerate().filter_map(|(i, l)| layers::check_layer(errs, l, dim, &mut cols, i == 0)).collect();
     if errs.len() != before {
         return None;
     }
@@ -74,6 +75,7 @@ fn check_flow(errs: &mut Diagnostics, f: &ast::FlowDef) -> Option<ir::Flow> {
         dim,
         dtype: d.dtype.unwrap_or(ir::Dtype::F64),
         base: d.base.unwrap_or(ir::Base::StdNormal),
+        dequantize: layers.first().is_some_and(|l: &ir::Layer| l.label == "dequantize"),
         layers,
         z_cols: cols,
         span: f.span,
@@ -94,7 +96,7 @@ fn collect_item<'a>(errs: &mut Diagnostics, d: &mut Decls<'a>, item: &'a Item) {
         }
         Item::Base(v) => {
             if once(errs, d, "base", v.span) {
-                d.base = layers::check_base(errs, v);
+                d.base = library::check_base(errs, v);
             }
         }
         Item::Repeat(r) => expand_repeat(errs, &mut d.layers, r, 1),

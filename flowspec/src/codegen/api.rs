@@ -87,24 +87,29 @@ fn gen_scratch(cx: &Ctx) -> TokenStream {
 
 fn gen_ctors(cx: &Ctx) -> TokenStream {
     let init = param_layers(cx.flow).map(|(i, l)| {
-        let (f, v) = (field(i), l.gen_init(cx, false));
+        let (f, v) = (field(i), l.gen_init(cx, i, false));
         quote!(#f: #v,)
     });
     let zeros = param_layers(cx.flow).map(|(i, l)| {
-        let (f, v) = (field(i), l.gen_init(cx, true));
+        let (f, v) = (field(i), l.gen_init(cx, i, true));
         quote!(#f: #v,)
     });
+    let base = super::base::gen_base(cx);
+    let (binit, bzeros) = match &base.field {
+        Some((_, i, z)) => (quote!(base: #i,), quote!(base: #z,)),
+        None => (quote!(), quote!()),
+    };
     quote! {
         /// A new flow with seeded random conditioner weights. The last layer of every
         /// conditioner is zero and actnorm starts as the identity, so the flow is the identity.
         pub fn new(seed: u64) -> Self {
             #[allow(unused_mut, unused_variables)]
             let mut __rng = __rt::rng_from_seed(seed);
-            Self { #(#init)* }
+            Self { #(#init)* #binit }
         }
         /// All parameters zero (the gradient accumulator).
         fn __zeros() -> Self {
-            Self { #(#zeros)* }
+            Self { #(#zeros)* #bzeros }
         }
     }
 }
@@ -177,7 +182,7 @@ fn gen_batch(cx: &Ctx) -> TokenStream {
     let t = &cx.t;
     let gather = gather(cx);
     let scatter = scatter(cx);
-    let base = base_calls(cx);
+    let base = super::base::gen_base(cx);
     let (lp, sample) = (&base.log_prob, &base.sample);
     let d = lit(cx.flow.dim);
     quote! {
@@ -226,21 +231,6 @@ fn gen_batch(cx: &Ctx) -> TokenStream {
     }
 }
 
-struct BaseCalls {
-    log_prob: TokenStream,
-    sample: TokenStream,
-}
-
-fn base_calls(cx: &Ctx) -> BaseCalls {
-    let d = lit(cx.flow.dim);
-    match cx.flow.base {
-        ir::Base::StdNormal => BaseCalls {
-            log_prob: quote!(__rt::base::std_normal_log_prob(z)),
-            sample: quote!(__rt::base::std_normal_sample(n, #d, rng)),
-        },
-    }
-}
-
 /// `[T; D]` methods: a batch of one row, so a wrong width is a type error in the user's crate.
 fn gen_per_sample(cx: &Ctx) -> TokenStream {
     let (t, d) = (&cx.t, lit(cx.flow.dim));
@@ -286,7 +276,8 @@ fn gen_backward(cx: &Ctx) -> TokenStream {
         quote!(__inputs.index_axis_mut(__rt::ndarray::Axis(0), #k).assign(&*__h); #step)
     });
     let bwd = executed.iter().enumerate().rev().map(|(k, (i, l))| l.gen_backward(cx, *i, k));
-    let ir::Base::StdNormal = cx.flow.base;
+    let base = super::base::gen_base(cx);
+    let (base_lp, base_grad) = (&base.log_prob_phys, &base.nll_grad_phys);
     quote! {
         /// The mean negative log-likelihood of the rows of `x` and its gradient, flat, in the
         /// canonical parameter order (that of the safetensors file).
@@ -329,12 +320,11 @@ fn gen_backward(cx: &Ctx) -> TokenStream {
                 let (__h, __ld) = (&mut __hb, &mut __ldb);
                 #(#fwd)*
             }
-            // The standard normal is iid over dimensions, so the loss and its gradient can be
-            // taken over physical columns without gathering them into logical order.
-            let __lp = __rt::base::std_normal_log_prob(__hb.view()) + &__ldb;
+            // The base reads z in place through __Z_COLS: no gather into logical order.
+            let __lp = #base_lp + &__ldb;
             let __loss = -__lp.sum() * __inv_n;
             let mut __g = __rt::ndarray::Array2::<#t>::zeros((__n, #d));
-            __rt::base::std_normal_nll_grad(__hb.view(), __inv_n, __g.view_mut());
+            #base_grad
             let __dld = __rt::ndarray::Array1::<#t>::from_elem(__n, -__inv_n);
             #(#bwd)*
             __s.__inputs = __inputs;
@@ -346,7 +336,9 @@ fn gen_backward(cx: &Ctx) -> TokenStream {
 
 fn prefix(i: usize, l: &ir::Layer) -> String {
     match l.kind {
-        LayerKind::AffineCoupling { .. } | LayerKind::AdditiveCoupling { .. } => format!("layer{i}.net"),
+        LayerKind::AffineCoupling { .. }
+        | LayerKind::AdditiveCoupling { .. }
+        | LayerKind::TransformerCoupling { .. } => format!("layer{i}.net"),
         _ => format!("layer{i}"),
     }
 }
@@ -359,20 +351,29 @@ fn gen_visit(cx: &Ctx) -> TokenStream {
             (quote!(__rt::Params::visit(&self.#f, #p, f);), quote!(__rt::Params::visit_mut(&mut self.#f, #p, f);))
         })
         .unzip();
+    let has_base = super::base::gen_base(cx).field.is_some();
+    let (bv, bvm) = if has_base {
+        (quote!(__rt::Params::visit(&self.base, "base", f);), quote!(__rt::Params::visit_mut(&mut self.base, "base", f);))
+    } else {
+        (quote!(), quote!())
+    };
     quote! {
         /// Visits every parameter tensor (name, shape, values) in the canonical order.
         pub fn visit_params(&self, f: &mut dyn FnMut(::std::string::String, &[usize], &[#t])) {
             #(#vis)*
+            #bv
         }
         /// Visits every parameter tensor mutably, in the canonical order.
         pub fn visit_params_mut(&mut self, f: &mut dyn FnMut(::std::string::String, &[usize], &mut [#t])) {
             #(#vis_mut)*
+            #bvm
         }
     }
 }
 
 pub fn gen_flow_impl(cx: &Ctx) -> TokenStream {
     let name = format_ident!("{}", cx.flow.name);
+    let deq = cx.flow.dequantize;
     let t = &cx.t;
     let a2 = quote!(__rt::ndarray::Array2<#t>);
     let a1 = quote!(__rt::ndarray::Array1<#t>);
@@ -392,6 +393,7 @@ pub fn gen_flow_impl(cx: &Ctx) -> TokenStream {
             fn sample_base(&self, n: usize, rng: &mut dyn __rt::rand::Rng) -> #a2 { #name::sample_base(self, n, rng) }
             fn nll_and_grad(&self, x: #v2) -> (#t, ::std::vec::Vec<#t>) { #name::nll_and_grad(self, x) }
             fn data_init(&mut self, x: #v2) { #name::data_init(self, x) }
+            fn dequantize(&self) -> bool { #deq }
         }
     }
 }

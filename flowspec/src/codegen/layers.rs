@@ -17,7 +17,7 @@ pub trait LayerGen {
     /// The constants the layer's calls use (its column sets).
     fn gen_consts(&self, cx: &Ctx, i: usize) -> TokenStream;
     /// The field's initial value; `zeros` gives the gradient accumulator instead.
-    fn gen_init(&self, cx: &Ctx, zeros: bool) -> TokenStream;
+    fn gen_init(&self, cx: &Ctx, i: usize, zeros: bool) -> TokenStream;
     /// The scratch field type, for layers that need one.
     fn gen_scratch_type(&self, cx: &Ctx) -> Option<TokenStream>;
     /// One step of the normalizing direction (x to z).
@@ -43,7 +43,7 @@ fn activation(a: ir::Activation) -> TokenStream {
     }
 }
 
-fn mlp_init(net: &ir::Mlp, zeros: bool) -> TokenStream {
+pub fn mlp_init(net: &ir::Mlp, zeros: bool) -> TokenStream {
     let sizes = super::usize_array(&net.sizes);
     let act = activation(net.act);
     if zeros {
@@ -65,6 +65,7 @@ impl LayerGen for ir::Layer {
             LayerKind::Rescale { .. } => quote!(::flowspec_runtime::__private::layers::Rescale<#t>),
             LayerKind::ActNorm { .. } => quote!(::flowspec_runtime::__private::layers::ActNorm<#t>),
             LayerKind::Permute { .. } => quote!(()),
+            k => super::library::field_type(k, t),
         }
     }
 
@@ -77,16 +78,18 @@ impl LayerGen for ir::Layer {
             }
             LayerKind::Rescale { cols } | LayerKind::ActNorm { cols } => const_cols(&k, cols),
             LayerKind::Permute { .. } => quote!(),
+            kind => super::library::consts(kind, i),
         }
     }
 
-    fn gen_init(&self, _cx: &Ctx, zeros: bool) -> TokenStream {
+    fn gen_init(&self, _cx: &Ctx, i: usize, zeros: bool) -> TokenStream {
         let d = super::lit(_cx.flow.dim);
         match &self.kind {
             LayerKind::AffineCoupling { net, .. } | LayerKind::AdditiveCoupling { net, .. } => mlp_init(net, zeros),
             LayerKind::Rescale { .. } => quote!(__rt::layers::Rescale::zeros(#d)),
             LayerKind::ActNorm { .. } => quote!(__rt::layers::ActNorm::zeros(#d)),
             LayerKind::Permute { .. } => quote!(()),
+            k => super::library::init(k, _cx, i, zeros),
         }
     }
 
@@ -96,7 +99,7 @@ impl LayerGen for ir::Layer {
             LayerKind::AffineCoupling { .. } | LayerKind::AdditiveCoupling { .. } => {
                 Some(quote!(__rt::layers::CouplingScratch<#t>))
             }
-            _ => None,
+            k => super::library::scratch_type(k, t),
         }
     }
 
@@ -125,6 +128,7 @@ impl LayerGen for ir::Layer {
             LayerKind::Rescale { .. } => quote!(__rt::layers::rescale_backward(&self.#f, &#cols, #common);),
             LayerKind::ActNorm { .. } => quote!(__rt::layers::actnorm_backward(&self.#f, &#cols, #common);),
             LayerKind::Permute { .. } => quote!(),
+            k => super::library::backward(k, i, common),
         }
     }
 
@@ -164,5 +168,6 @@ fn step(l: &ir::Layer, cx: &Ctx, i: usize, dir: &str) -> TokenStream {
             quote!(__rt::layers::#func(&self.#f, &#cols, #state);)
         }
         LayerKind::Permute { .. } => quote!(),
+        k => super::library::step(k, i, dir),
     }
 }

@@ -13,13 +13,16 @@
 //! ```
 
 mod api;
+mod base;
 mod layers;
+mod library;
 
 use crate::ir;
 use proc_macro2::{Literal, TokenStream};
 use quote::{format_ident, quote};
 
 pub use layers::LayerGen;
+pub use library::layer_seed;
 
 /// The tokens for every flow of a program.
 pub fn expand_program(p: &ir::Program) -> TokenStream {
@@ -59,7 +62,7 @@ fn expand_flow(f: &ir::Flow) -> TokenStream {
     let flow_impl = api::gen_flow_impl(&cx);
     quote! {
         #strukt
-        #[allow(non_upper_case_globals, clippy::all)]
+        #[allow(non_upper_case_globals, dead_code, clippy::all)]
         const _: () = {
             use ::flowspec_runtime::__private as __rt;
             #consts
@@ -93,23 +96,30 @@ fn gen_struct(cx: &Ctx) -> TokenStream {
         let doc = format!(" Layer {i}: `{}`.", l.label);
         quote!(#[doc = #doc] pub #fname: #ty,)
     });
+    let base_field = match base::gen_base(cx).field {
+        Some((ty, _, _)) => quote!(#[doc = " The base distribution's parameters."] pub base: #ty,),
+        None => quote!(),
+    };
     quote! {
         #(#docs)*
         #sep
         #[doc = #summary]
         #[derive(Clone, Debug)]
-        pub struct #name { #(#fields)* }
+        pub struct #name { #(#fields)* #base_field }
     }
 }
 
 fn gen_consts(cx: &Ctx) -> TokenStream {
     let f = cx.flow;
     let z_cols = usize_array(&f.z_cols);
+    let logical = usize_array(&(0..f.dim).collect::<Vec<_>>());
     let n = lit(f.dim);
     let per_layer = f.layers.iter().enumerate().map(|(i, l)| l.gen_consts(cx, i));
     quote! {
         /// `__Z_COLS[i]` is the physical column of logical dimension i at the base.
         const __Z_COLS: [usize; #n] = #z_cols;
+        /// The identity: logical columns of a gathered z.
+        const __LOGICAL: [usize; #n] = #logical;
         #(#per_layer)*
     }
 }

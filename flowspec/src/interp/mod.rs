@@ -3,7 +3,11 @@
 //! exactly: the same parameter types, the same initialisation from a seed (one RNG, layers in
 //! spec order), the same tensor names and canonical order, and the same kernels.
 
+mod library;
+
 use crate::ir::{self, LayerKind};
+use flowspec_runtime::transform::{self as tf, ElementParams};
+use library::{with_tr, BaseP, LinearP};
 use flowspec_runtime::layers::{self, ActNorm, CouplingScratch, Rescale};
 use flowspec_runtime::nn::{self, Mlp};
 use flowspec_runtime::params::Params;
@@ -33,6 +37,21 @@ enum Step<T> {
         p: Rescale<T>,
         cols: Vec<usize>,
     },
+    Elementwise {
+        tr: ir::Transformer,
+        p: ElementParams<T>,
+        cols: Vec<usize>,
+    },
+    TrCoupling {
+        tr: ir::Transformer,
+        net: Mlp<T>,
+        cond: Vec<usize>,
+        trans: Vec<usize>,
+    },
+    Linear {
+        p: LinearP<T>,
+        cols: Vec<usize>,
+    },
 }
 
 /// An executed layer and its tensor-name prefix (`layer{i}` with i the index among all spec
@@ -50,7 +69,10 @@ pub struct Interp<T> {
     dim: usize,
     fingerprint: u64,
     z_cols: Vec<usize>,
+    logical: Vec<usize>,
     execs: Vec<Exec<T>>,
+    base: BaseP<T>,
+    dequantize: bool,
 }
 
 fn activation(a: ir::Activation) -> nn::Activation {
@@ -96,6 +118,21 @@ impl<T: Real> Interp<T> {
                     p: Rescale::zeros(cols.len()),
                     cols: cols.clone(),
                 },
+                LayerKind::Elementwise { tr, cols, params } => Step::Elementwise {
+                    tr: *tr,
+                    p: library::element_params(params, cols.len()),
+                    cols: cols.clone(),
+                },
+                LayerKind::TransformerCoupling { tr, cond, trans, net } => Step::TrCoupling {
+                    tr: *tr,
+                    net: Mlp::new(&net.sizes, activation(net.act), &mut rng, true),
+                    cond: cond.clone(),
+                    trans: trans.clone(),
+                },
+                LayerKind::Linear { kind, cols } => Step::Linear {
+                    p: LinearP::new(kind, cols.len(), i),
+                    cols: cols.clone(),
+                },
                 LayerKind::Permute { .. } => continue,
             };
             execs.push(Exec { prefix, step });
@@ -105,7 +142,10 @@ impl<T: Real> Interp<T> {
             dim: flow.dim,
             fingerprint: flow.fingerprint(),
             z_cols: flow.z_cols.clone(),
+            logical: (0..flow.dim).collect(),
             execs,
+            base: BaseP::new(&flow.base, flow.dim, &mut rng),
+            dequantize: flow.dequantize,
         }
     }
 
@@ -148,6 +188,11 @@ impl<T: Real> Step<T> {
             }
             Step::ActNorm { p, cols } => layers::actnorm_inverse(p, cols, x, ld),
             Step::Rescale { p, cols } => layers::rescale_inverse(p, cols, x, ld),
+            Step::Elementwise { tr, p, cols } => with_tr!(tr, |t| tf::elementwise_inverse(&t, p, cols, x, ld)),
+            Step::TrCoupling { tr, net, cond, trans } => {
+                with_tr!(tr, |t| tf::transformer_coupling_inverse(&t, net, cond, trans, x, ld, s))
+            }
+            Step::Linear { p, cols } => p.inverse(cols, x, ld),
         }
     }
 
@@ -165,6 +210,11 @@ impl<T: Real> Step<T> {
             }
             Step::ActNorm { p, cols } => layers::actnorm_forward(p, cols, x, ld),
             Step::Rescale { p, cols } => layers::rescale_forward(p, cols, x, ld),
+            Step::Elementwise { tr, p, cols } => with_tr!(tr, |t| tf::elementwise_forward(&t, p, cols, x, ld)),
+            Step::TrCoupling { tr, net, cond, trans } => {
+                with_tr!(tr, |t| tf::transformer_coupling_forward(&t, net, cond, trans, x, ld, s))
+            }
+            Step::Linear { p, cols } => p.forward(cols, x, ld),
         }
     }
 
@@ -198,31 +248,44 @@ impl<T: Real> Step<T> {
             (Step::Rescale { p, cols }, Step::Rescale { p: gp, .. }) => {
                 layers::rescale_backward(p, cols, x, gv, dv, gp)
             }
+            (Step::Elementwise { tr, p, cols }, Step::Elementwise { p: gp, .. }) => {
+                with_tr!(tr, |t| tf::elementwise_backward(&t, p, cols, x, gv, dv, gp))
+            }
+            (Step::TrCoupling { tr, net, cond, trans }, Step::TrCoupling { net: gn, .. }) => {
+                with_tr!(tr, |t| tf::transformer_coupling_backward(&t, net, cond, trans, x, gv, dv, gn, s))
+            }
+            (Step::Linear { p, cols }, Step::Linear { p: gp, .. }) => p.backward(cols, x, gv, dv, gp),
             _ => unreachable!("gradient steps are clones of the parameter steps"),
         }
     }
 
     fn params(&self) -> &dyn Params<T> {
         match self {
-            Step::Affine { net, .. } | Step::Additive { net, .. } => net,
+            Step::Affine { net, .. } | Step::Additive { net, .. } | Step::TrCoupling { net, .. } => net,
             Step::ActNorm { p, .. } => p,
             Step::Rescale { p, .. } => p,
+            Step::Elementwise { p, .. } => p,
+            Step::Linear { p, .. } => p.params(),
         }
     }
 
     fn params_mut(&mut self) -> &mut dyn Params<T> {
         match self {
-            Step::Affine { net, .. } | Step::Additive { net, .. } => net,
+            Step::Affine { net, .. } | Step::Additive { net, .. } | Step::TrCoupling { net, .. } => net,
             Step::ActNorm { p, .. } => p,
             Step::Rescale { p, .. } => p,
+            Step::Elementwise { p, .. } => p,
+            Step::Linear { p, .. } => p.params_mut(),
         }
     }
 
     /// The prefix of the step's tensors: couplings nest their network under `.net`.
     fn tensor_prefix(&self, prefix: &str) -> String {
         match self {
-            Step::Affine { .. } | Step::Additive { .. } => format!("{prefix}.net"),
-            Step::ActNorm { .. } | Step::Rescale { .. } => prefix.to_string(),
+            Step::Affine { .. } | Step::Additive { .. } | Step::TrCoupling { .. } => {
+                format!("{prefix}.net")
+            }
+            _ => prefix.to_string(),
         }
     }
 }
@@ -244,12 +307,18 @@ impl<T: Real> Flow for Interp<T> {
         for e in &self.execs {
             e.step.params().visit(&e.step.tensor_prefix(&e.prefix), f);
         }
+        if let Some(p) = self.base.params() {
+            p.visit("base", f);
+        }
     }
 
     fn visit_params_mut(&mut self, f: &mut dyn FnMut(String, &[usize], &mut [T])) {
         for e in &mut self.execs {
             let prefix = e.step.tensor_prefix(&e.prefix);
             e.step.params_mut().visit_mut(&prefix, f);
+        }
+        if let Some(p) = self.base.params_mut() {
+            p.visit_mut("base", f);
         }
     }
 
@@ -274,11 +343,15 @@ impl<T: Real> Flow for Interp<T> {
     }
 
     fn base_log_prob(&self, z: ArrayView2<T>) -> Array1<T> {
-        base::std_normal_log_prob(z)
+        self.base.log_prob(&self.logical, z)
     }
 
     fn sample_base(&self, n: usize, rng: &mut dyn rand::Rng) -> Array2<T> {
-        base::std_normal_sample(n, self.dim, rng)
+        self.base.sample(n, self.dim, rng)
+    }
+
+    fn dequantize(&self) -> bool {
+        self.dequantize
     }
 
     fn nll_and_grad(&self, x: ArrayView2<T>) -> (T, Vec<T>) {
@@ -288,12 +361,15 @@ impl<T: Real> Flow for Interp<T> {
         let mut inputs = Vec::with_capacity(self.execs.len());
         self.run_inverse(&mut h, &mut ld, Some(&mut inputs));
         let inv_n = T::one() / T::of(n.max(1) as f64);
-        let lp = base::std_normal_log_prob(self.gather(&h).view()) + &ld;
+        // The base reads z in place through z_cols, as generated code does.
+        let lp = self.base.log_prob(&self.z_cols, h.view()) + &ld;
         let loss = -lp.sum() * inv_n;
-        // The standard normal is iid over columns, so its gradient can be taken on the
-        // physical columns directly, without undoing the final gather.
         let mut g = Array2::zeros(h.raw_dim());
-        base::std_normal_nll_grad(h.view(), inv_n, g.view_mut());
+        let mut gbase = self.base.clone();
+        if let Some(p) = gbase.params_mut() {
+            p.zero();
+        }
+        self.base.nll_grad(&self.z_cols, h.view(), inv_n, g.view_mut(), &mut gbase);
         let dld = Array1::from_elem(n, -inv_n);
         let mut grads: Vec<Step<T>> = self.execs.iter().map(|e| e.step.clone()).collect();
         grads.iter_mut().for_each(|s| s.params_mut().zero());
@@ -305,6 +381,9 @@ impl<T: Real> Flow for Interp<T> {
         for gs in &grads {
             gs.params()
                 .visit("", &mut |_, _, d| flat.extend_from_slice(d));
+        }
+        if let Some(p) = gbase.params() {
+            p.visit("", &mut |_, _, d| flat.extend_from_slice(d));
         }
         (loss, flat)
     }
