@@ -10,11 +10,17 @@ use ndarray_npy::{ReadNpyError, ReadNpyExt};
 use rand::seq::SliceRandom;
 use std::path::Path;
 
-/// The names [`builtin`] knows.
-pub const BUILTIN: &[&str] = &["moons"];
+/// The names [`builtin`] knows: the embedded files `moons` (sklearn `make_moons`, noise 0.05,
+/// standardized with the training statistics) and `digits` (sklearn's 8x8 digits as raw
+/// integer pixels 0..16, split by `RandomState(0).permutation(1797)` into 1500 training and 297
+/// test images), and the toy sets [`crate::datasets`] generates.
+pub const BUILTIN: &[&str] =
+    &["moons", "circles", "eight_gaussians", "checkerboard", "spirals", "digits"];
 
 const MOONS_TRAIN: &[u8] = include_bytes!("../data/moons_train.npy");
 const MOONS_TEST: &[u8] = include_bytes!("../data/moons_test.npy");
+const DIGITS_TRAIN: &[u8] = include_bytes!("../data/digits_train.npy");
+const DIGITS_TEST: &[u8] = include_bytes!("../data/digits_test.npy");
 
 /// The share of a user file held out as test data.
 const USER_TEST_FRACTION: f64 = 0.1;
@@ -54,19 +60,28 @@ impl Dataset {
     }
 }
 
-/// A built-in dataset by name, or `None` if there is none of that name.
+/// A built-in dataset by name (one of [`BUILTIN`]), or `None` if there is none of that name.
 pub fn builtin(name: &str) -> Option<Dataset> {
     let (train, test) = match name {
         "moons" => (MOONS_TRAIN, MOONS_TEST),
-        _ => return None,
+        "digits" => (DIGITS_TRAIN, DIGITS_TEST),
+        _ => return crate::datasets::toy(name),
     };
     // The embedded files are part of the build, not user input: failing here is a build bug.
-    let parse = |bytes, file| parse_npy(bytes, file).expect("embedded dataset is valid");
+    let parse = |bytes, part| {
+        parse_npy(bytes, &format!("{name}_{part}.npy")).expect("embedded dataset is valid")
+    };
     Some(Dataset {
         name: name.to_string(),
-        train: parse(train, "moons_train.npy"),
-        test: parse(test, "moons_test.npy"),
+        train: parse(train, "train"),
+        test: parse(test, "test"),
     })
+}
+
+/// Whether every value is an integer (and there is at least one value): such data is discrete
+/// (pixel intensities, counts) and has no density unless it is dequantized.
+pub fn is_integer_valued(x: ArrayView2<f64>) -> bool {
+    !x.is_empty() && x.iter().all(|v| v.is_finite() && v.fract() == 0.0)
 }
 
 /// A built-in dataset name or the path of a `.csv`/`.npy` file (test rows held out by `seed`).
@@ -365,8 +380,44 @@ mod tests {
         // As printed in moons_train.csv (more digits than f64 needs, hence parsed).
         assert_eq!(d.train[[0, 1]], "-0.041620046637717248".parse::<f64>().unwrap());
         assert_eq!(d.dim(), 2);
-        assert!(builtin("circles").is_none());
+        assert!(builtin("moon").is_none());
         assert_eq!(resolve("moons", 0).unwrap().train.nrows(), 20000);
+    }
+
+    #[test]
+    fn digits_are_the_shared_files() {
+        let d = builtin("digits").unwrap();
+        assert_eq!((d.train.dim(), d.test.dim()), ((1500, 64), (297, 64)));
+        // The first row of digits_train.csv.
+        let first = [
+            0, 0, 11, 16, 15, 3, 0, 0, 0, 5, 16, 12, 11, 13, 0, 0, 0, 3, 13, 1, 5, 15, 0, 0, 0, 0,
+            0, 0, 12, 11, 0, 0, 0, 0, 0, 1, 16, 7, 0, 0, 0, 0, 0, 10, 15, 0, 0, 0, 0, 0, 12, 16,
+            16, 11, 1, 0, 0, 0, 13, 13, 8, 13, 16, 8,
+        ];
+        assert_eq!(d.train.row(0).to_vec(), first.map(f64::from).to_vec());
+        assert!(is_integer_valued(d.train.view()) && is_integer_valued(d.test.view()));
+        assert!(d.train.iter().chain(&d.test).all(|v| (0.0..=16.0).contains(v)));
+    }
+
+    #[test]
+    fn every_builtin_resolves() {
+        for &name in BUILTIN {
+            let d = resolve(name, 0).unwrap();
+            assert_eq!(d.name, name);
+            assert_eq!(d.train.ncols(), d.test.ncols(), "{name}");
+            assert!(d.train.nrows() > d.test.nrows() && d.test.nrows() > 0, "{name}");
+        }
+        assert!(!is_integer_valued(builtin("moons").unwrap().train.view()));
+        assert!(!is_integer_valued(builtin("checkerboard").unwrap().train.view()));
+    }
+
+    #[test]
+    fn integer_valued() {
+        assert!(is_integer_valued(array![[0.0, 3.0], [-2.0, 1e300]].view()));
+        assert!(!is_integer_valued(array![[0.0, 3.5]].view()));
+        assert!(!is_integer_valued(array![[f64::INFINITY]].view()));
+        assert!(!is_integer_valued(array![[f64::NAN]].view()));
+        assert!(!is_integer_valued(Array2::<f64>::zeros((0, 3)).view()));
     }
 
     #[test]
@@ -485,7 +536,11 @@ mod tests {
         let one = TempFile::new("one.csv", b"1,2\n");
         assert!(matches!(Dataset::from_file(&one.0, 0), Err(DataError::TooFewRows { .. })));
         let e = resolve("mons", 0).unwrap_err().to_string();
-        assert_eq!(e, "`mons` is neither a built-in dataset (moons) nor an existing file");
+        assert_eq!(
+            e,
+            "`mons` is neither a built-in dataset (moons, circles, eight_gaussians, \
+             checkerboard, spirals, digits) nor an existing file"
+        );
     }
 
     #[test]

@@ -43,6 +43,12 @@ pub trait Flow: Send + Sync {
     fn nll_and_grad(&self, x: ArrayView2<Self::Real>) -> (Self::Real, Vec<Self::Real>);
     /// Data-dependent initialisation (actnorm); flows without such layers do nothing.
     fn data_init(&mut self, _x: ArrayView2<Self::Real>) {}
+    /// Whether the flow models integer data dequantized by uniform noise (its spec starts with
+    /// a `dequantize` layer). Training then adds fresh U[0, 1) noise to every batch, and
+    /// evaluation ([`crate::train::mean_nll`]) one fixed draw; see [`crate::train`].
+    fn dequantize(&self) -> bool {
+        false
+    }
 
     /// The number of scalar parameters.
     fn num_params(&self) -> usize {

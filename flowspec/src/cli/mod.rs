@@ -2,13 +2,18 @@
 //! and choosing one of its flows.
 
 mod check;
+mod eval;
 mod expand;
 mod plot;
+mod plot1d;
+mod sample;
+mod score;
 mod train;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
 use flowspec::ir;
+use flowspec_runtime::{io, Flow, IoError};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -28,6 +33,10 @@ enum Command {
     Expand(expand::ExpandArgs),
     /// Train a flow of a spec by maximum likelihood (interpreted) and write weights and plots.
     Train(train::TrainArgs),
+    /// Evaluate trained weights on data: mean NLL, per-row log-densities, anomaly flags.
+    Eval(eval::EvalArgs),
+    /// Draw samples from trained weights into a CSV file.
+    Sample(sample::SampleArgs),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -36,6 +45,8 @@ pub fn run() -> Result<()> {
         Command::Check(a) => check::run(&a),
         Command::Expand(a) => expand::run(&a),
         Command::Train(a) => train::run(&a),
+        Command::Eval(a) => eval::run(&a),
+        Command::Sample(a) => sample::run(&a),
     }
 }
 
@@ -105,6 +116,24 @@ pub fn pick_flow<'a>(
     }
 }
 
+/// Loads a weights file into `flow`. The runtime checks that the file was written for this
+/// architecture; a mismatch gets a hint, since the usual cause is passing the wrong spec.
+pub fn load_weights<F: Flow + ?Sized>(flow: &mut F, path: &Path) -> Result<()> {
+    match io::load_into(flow, path) {
+        Ok(()) => Ok(()),
+        Err(e @ IoError::WrongFlow { .. }) => Err(anyhow!(
+            "{e}: these weights were trained with another spec (or another version of this \
+             one); use that spec and --flow, or retrain"
+        )),
+        Err(e) => Err(anyhow!(e).context(format!("cannot load the weights of `{}`", flow.name()))),
+    }
+}
+
+/// `name` in the directory of `file` (the working directory for a bare file name).
+pub fn sibling(file: &Path, name: &str) -> PathBuf {
+    file.parent().unwrap_or(Path::new("")).join(name)
+}
+
 /// The spec path as given on the command line.
 #[derive(clap::Args, Debug)]
 pub struct SpecArg {
@@ -125,9 +154,35 @@ pub fn group_digits(n: usize) -> String {
     out
 }
 
+/// A number in its shortest round-trip form, with an exponent where plain digits would run
+/// long (Rust's `{}` prints 1e200 as 201 digits). CSV readers parse both forms.
+pub fn number<V: fmt::Display + fmt::LowerExp + Into<f64> + Copy>(v: V) -> String {
+    let a = v.into().abs();
+    if a.is_finite() && a != 0.0 && !(1e-5..1e16).contains(&a) {
+        format!("{v:e}")
+    } else {
+        format!("{v}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_are_short_and_exact() {
+        assert_eq!(number(1.5f64), "1.5");
+        assert_eq!(number(-2.0f64), "-2");
+        assert_eq!(number(1e200f64), "1e200");
+        assert_eq!(number(-3e-8f64), "-3e-8");
+        assert_eq!(number(0.1f32), "0.1");
+        assert_eq!(number(1e-7f32), "1e-7");
+        assert_eq!(number(f64::NEG_INFINITY), "-inf");
+        assert_eq!(number(f64::NAN), "NaN");
+        assert_eq!(number(0.0f64), "0");
+        let x = -1.234_567_890_123_456_7e-9f64;
+        assert_eq!(number(x).parse::<f64>().unwrap(), x);
+    }
 
     #[test]
     fn digits_are_grouped() {

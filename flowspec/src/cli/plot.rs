@@ -1,6 +1,6 @@
 //! The PNGs `flowspec train` writes: the learning curve, the learned density of a 2-D flow as
-//! a heat map, and flow samples against data. Everything here is f64 and knows nothing of
-//! flows; the caller supplies log-densities and samples.
+//! a heat map, and flow samples against data (1-D flows: see `plot1d`). Everything here is f64
+//! and knows nothing of flows; the caller supplies log-densities and samples.
 
 use anyhow::{anyhow, ensure, Result};
 use flowspec_runtime::train::CurvePoint;
@@ -18,7 +18,7 @@ static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 /// Heat map cells per axis.
 const GRID: usize = 200;
 
-type DrawResult = std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>;
+pub(super) type DrawResult = std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 fn ensure_font() -> Result<()> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
@@ -29,7 +29,7 @@ fn ensure_font() -> Result<()> {
 }
 
 /// Runs a drawing function and names the file in any error it returns.
-fn write_png(path: &Path, draw: impl FnOnce(&Path) -> DrawResult) -> Result<()> {
+pub(super) fn write_png(path: &Path, draw: impl FnOnce(&Path) -> DrawResult) -> Result<()> {
     ensure_font()?;
     draw(path).map_err(|e| anyhow!("cannot write {}: {e}", path.display()))
 }

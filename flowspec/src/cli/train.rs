@@ -1,7 +1,7 @@
 //! `flowspec train SPEC`: maximum-likelihood training of one flow of a spec through the
 //! interpreter, then the test NLL, the best weights and plots in an output directory.
 
-use super::{group_digits, load_program, pick_flow, plot};
+use super::{group_digits, load_program, pick_flow, plot, plot1d, score};
 use anyhow::{ensure, Context, Result};
 use flowspec::interp::{AnyInterp, Interp};
 use flowspec::ir;
@@ -17,6 +17,9 @@ use std::time::Instant;
 
 /// Points drawn per set in `samples.png`.
 const PLOT_POINTS: usize = 2000;
+/// Flow samples in the histogram of a 1-D flow's `samples.png` (histograms need more points
+/// than scatter plots, and 1-D samples are cheap).
+const HIST_SAMPLES: usize = 10_000;
 
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
@@ -58,6 +61,7 @@ struct Outcome {
     report: TrainReport,
     eval_every: usize,
     test_nll: f64,
+    test_bits_per_dim: f64,
     seconds: f64,
     num_params: usize,
     /// (what, path) of every file written.
@@ -95,8 +99,8 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         ..TrainConfig::default()
     };
     let outcome = match AnyInterp::new(flow, args.seed) {
-        AnyInterp::F32(f) => train_and_report(f, &dataset, &cfg, &out)?,
-        AnyInterp::F64(f) => train_and_report(f, &dataset, &cfg, &out)?,
+        AnyInterp::F32(f) => train_and_report(f, &dataset, &args.data, &cfg, &out)?,
+        AnyInterp::F64(f) => train_and_report(f, &dataset, &args.data, &cfg, &out)?,
     };
     if args.json {
         println!("{}", to_json(args, flow, &dataset, &outcome));
@@ -116,13 +120,16 @@ fn validation_schedule(steps: usize) -> (usize, usize) {
     (eval_every, (d.patience * d.eval_every).div_ceil(eval_every))
 }
 
-/// Trains, evaluates on the test rows, and writes the weights and plots.
+/// Checks that the flow has a density at every row, trains, evaluates on the test rows, and
+/// writes the weights and plots. `data_spec` is the `--data` argument, for error messages.
 fn train_and_report<T: Real>(
     mut flow: Interp<T>,
     ds: &Dataset,
+    data_spec: &str,
     cfg: &TrainConfig,
     out: &Path,
 ) -> Result<Outcome> {
+    score::check_domain(&flow, ds, data_spec)?;
     let start = Instant::now();
     let report = train_with_progress(&mut flow, ds, cfg)?;
     let seconds = start.elapsed().as_secs_f64();
@@ -133,15 +140,16 @@ fn train_and_report<T: Real>(
     let loss = out.join("loss.png");
     plot::loss_curve(&report.curve, flow.name(), &loss)?;
     files.push(("loss_plot", loss));
-    let samples_outside = if flow.dim() == 2 {
-        Some(plot_2d(&flow, ds, cfg.seed, out, &mut files)?)
-    } else {
-        None
+    let samples_outside = match flow.dim() {
+        1 => Some(plot_1d(&flow, ds, cfg.seed, out, &mut files)?),
+        2 => Some(plot_2d(&flow, ds, cfg.seed, out, &mut files)?),
+        _ => None,
     };
     Ok(Outcome {
         report,
         eval_every: cfg.eval_every,
         test_nll,
+        test_bits_per_dim: train::bits_per_dim(test_nll, flow.dim()),
         seconds,
         num_params: flow.num_params(),
         files,
@@ -173,6 +181,33 @@ fn train_with_progress<T: Real>(
     result.with_context(|| format!("training `{}` on {} failed", flow.name(), ds.name))
 }
 
+/// density.png (curve over a data histogram) and samples.png (histograms) of a 1-D flow;
+/// returns how many samples fell outside the plot.
+fn plot_1d<T: Real>(
+    flow: &Interp<T>,
+    ds: &Dataset,
+    seed: u64,
+    out: &Path,
+    files: &mut Vec<(&'static str, PathBuf)>,
+) -> Result<usize> {
+    let (train, test) = (ds.train.column(0).to_vec(), ds.test.column(0).to_vec());
+    let range = plot1d::range_of(&[&train, &test], 0.1);
+    let log_density = |pts: &Array2<f64>| score::log_densities(flow, pts.view());
+    let density = out.join("density.png");
+    plot1d::density(&range, &log_density, &train, flow.name(), &density)?;
+    files.push(("density_plot", density));
+    // The same seed as the 2-D scatter's samples, for the same reason: one plot, one stream.
+    let samples: Vec<f64> = flow
+        .sample(HIST_SAMPLES, &mut rng_from_seed(seed.wrapping_add(1)))
+        .iter()
+        .map(|v| v.f64())
+        .collect();
+    let path = out.join("samples.png");
+    let outside = plot1d::samples(&range, &samples, &train, flow.name(), &path)?;
+    files.push(("samples_plot", path));
+    Ok(outside)
+}
+
 /// density.png and samples.png; returns how many samples fell outside the plot.
 fn plot_2d<T: Real>(
     flow: &Interp<T>,
@@ -182,12 +217,7 @@ fn plot_2d<T: Real>(
     files: &mut Vec<(&'static str, PathBuf)>,
 ) -> Result<usize> {
     let bounds = plot::Bounds::of(&[ds.train.view(), ds.test.view()], 0.1);
-    let log_density = |pts: &Array2<f64>| -> Vec<f64> {
-        pts.axis_chunks_iter(Axis(0), 4096)
-            .flat_map(|c| flow.log_prob(c.mapv(T::of).view()).to_vec())
-            .map(Real::f64)
-            .collect()
-    };
+    let log_density = |pts: &Array2<f64>| score::log_densities(flow, pts.view());
     let density = out.join("density.png");
     plot::density(&bounds, &log_density, ds.test.view(), flow.name(), &density)?;
     files.push(("density_plot", density));
@@ -233,14 +263,20 @@ fn print_summary(flow: &ir::Flow, ds: &Dataset, o: &Outcome) {
         );
     }
     if let Some(n) = o.samples_outside.filter(|&n| n > 0) {
-        println!("note: {n} of {PLOT_POINTS} flow samples fell outside the area of samples.png");
+        let drawn = if flow.dim == 1 {
+            HIST_SAMPLES
+        } else {
+            PLOT_POINTS
+        };
+        println!("note: {n} of {drawn} flow samples fell outside the area of samples.png");
     }
     for (_, path) in &o.files {
         println!("wrote {}", path.display());
     }
     println!(
-        "test NLL: {:.4} nats ({}, {} rows)",
+        "test NLL: {:.4} nats, {:.4} bits/dim ({}, {} rows)",
         o.test_nll,
+        o.test_bits_per_dim,
         ds.name,
         ds.test.nrows()
     );
@@ -274,6 +310,7 @@ fn to_json(args: &TrainArgs, flow: &ir::Flow, ds: &Dataset, o: &Outcome) -> serd
         "best_step": r.best_step,
         "best_val_nll": r.best_val_nll,
         "test_nll": o.test_nll,
+        "test_bits_per_dim": o.test_bits_per_dim,
         "n_train": r.n_train,
         "n_val": r.n_val,
         "n_test": ds.test.nrows(),

@@ -31,7 +31,12 @@ fn soft_clamp<T: Real>(a: T, bound: T) -> (T, T) {
 }
 
 /// Gathers `x[:, cond]` into `s.xc` and runs the conditioner on it.
-fn condition<T: Real>(net: &Mlp<T>, cond: &[usize], x: ArrayView2<T>, s: &mut CouplingScratch<T>) {
+pub(crate) fn condition<T: Real>(
+    net: &Mlp<T>,
+    cond: &[usize],
+    x: ArrayView2<T>,
+    s: &mut CouplingScratch<T>,
+) {
     resize(&mut s.xc, x.nrows(), cond.len());
     Zip::from(s.xc.rows_mut()).and(x.rows()).for_each(|mut dst, src| {
         for (d, &c) in dst.iter_mut().zip(cond) {
@@ -43,14 +48,14 @@ fn condition<T: Real>(net: &Mlp<T>, cond: &[usize], x: ArrayView2<T>, s: &mut Co
 
 /// The conditioner's output after [`condition`]. A layerless conditioner is the identity and
 /// leaves its input in `acts` too; `xc` is only the fallback for a scratch never run.
-fn net_out<'a, T>(net: &'a MlpScratch<T>, xc: &'a Array2<T>) -> ArrayView2<'a, T> {
+pub(crate) fn net_out<'a, T>(net: &'a MlpScratch<T>, xc: &'a Array2<T>) -> ArrayView2<'a, T> {
     debug_assert!(!net.acts.is_empty(), "coupling: conditioner not run");
     net.acts.last().unwrap_or(xc).view()
 }
 
 /// Backpropagates `s.dout` (filled by the caller) through the conditioner, accumulating its
 /// parameter gradients, and adds the gradient with respect to its input to `g[:, cond]`.
-fn condition_backward<T: Real>(
+pub(crate) fn condition_backward<T: Real>(
     net: &Mlp<T>,
     cond: &[usize],
     mut g: ArrayViewMut2<T>,

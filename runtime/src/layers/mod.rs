@@ -2,7 +2,7 @@
 //! (generative) kernel and a `*_backward` kernel for the normalizing direction; see the crate
 //! docs for the shared conventions.
 
-mod coupling;
+pub(crate) mod coupling;
 mod elementwise;
 mod linear;
 #[cfg(test)]

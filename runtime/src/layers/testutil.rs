@@ -78,6 +78,44 @@ pub(crate) trait Layer {
     );
 }
 
+/// A kernel that transforms a batch in place: `(params, cols, x, ld)`.
+pub(crate) type ApplyFn<P> = fn(&P, &[usize], ArrayViewMut2<f64>, ArrayViewMut1<f64>);
+/// A backward kernel: `(params, cols, x_in, g, dld, grad)`.
+pub(crate) type BackwardFn<P> =
+    fn(&P, &[usize], ArrayView2<f64>, ArrayViewMut2<f64>, ArrayView1<f64>, &mut P);
+
+/// A layer whose three kernels take only its parameters and one column set (elementwise and
+/// linear layers), so tests need not write a [`Layer`] impl for each.
+pub(crate) struct Kernels<P> {
+    pub p: P,
+    pub cols: Vec<usize>,
+    pub inverse: ApplyFn<P>,
+    pub forward: ApplyFn<P>,
+    pub backward: BackwardFn<P>,
+}
+
+impl<P: Params<f64> + Clone> Layer for Kernels<P> {
+    type P = P;
+    fn params_mut(&mut self) -> &mut P {
+        &mut self.p
+    }
+    fn inverse(&mut self, x: ArrayViewMut2<f64>, ld: ArrayViewMut1<f64>) {
+        (self.inverse)(&self.p, &self.cols, x, ld);
+    }
+    fn forward(&mut self, x: ArrayViewMut2<f64>, ld: ArrayViewMut1<f64>) {
+        (self.forward)(&self.p, &self.cols, x, ld);
+    }
+    fn backward(
+        &mut self,
+        x_in: ArrayView2<f64>,
+        g: ArrayViewMut2<f64>,
+        dld: ArrayView1<f64>,
+        grad: &mut P,
+    ) {
+        (self.backward)(&self.p, &self.cols, x_in, g, dld, grad);
+    }
+}
+
 /// Runs one direction on a copy of `x`; returns the output and the log-determinant it added.
 fn run<L: Layer>(l: &mut L, x: ArrayView2<f64>, inverse: bool) -> (Array2<f64>, Array1<f64>) {
     let mut y = x.to_owned();

@@ -1,0 +1,325 @@
+//! Kernels applying a [`Transformer`]: elementwise layers (per-dimension raw parameters in an
+//! [`ElementParams`]) and couplings (raw parameters computed by a conditioner [`Mlp`]).
+//!
+//! Forward and inverse kernels evaluate the transformer on the flow's real type. Backward
+//! kernels evaluate it on [`Dual`] numbers seeded along the input and every raw parameter and
+//! contract the derivatives of the value and of the log-determinant with the incoming
+//! gradients. The dual width is chosen per transformer (the smallest power of two at least
+//! `1 + n_params`, at most 32); transformers with more parameters take several passes of 32
+//! directions each, so no kernel allocates per element and every gradient is exact. A
+//! transformer may supply its own [`Transformer::vjp`] instead ([`super::RqSpline`] does:
+//! duals along its 7 local inputs plus a closed-form chain to the raw parameters).
+
+use super::{Dual, ElementParams, Scalar, Transformer};
+use crate::layers::coupling::{condition, condition_backward, net_out};
+use crate::layers::CouplingScratch;
+use crate::nn::{resize, Mlp};
+use crate::real::Real;
+use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Zip};
+
+/// Which map of a transformer a kernel evaluates.
+#[derive(Clone, Copy, Debug)]
+enum Dir {
+    Apply,
+    Invert,
+}
+
+impl Dir {
+    #[inline(always)]
+    fn eval<T: Real, Tr: Transformer<T>, S: Scalar<T>>(self, tr: &Tr, x: S, p: &[S]) -> (S, S) {
+        match self {
+            Dir::Apply => tr.apply(x, p),
+            Dir::Invert => tr.invert(x, p),
+        }
+    }
+}
+
+/// Calls `$body` with the const `$n` set to the dual width for `$m` directions.
+macro_rules! by_width {
+    ($m:expr, $n:ident => $body:expr) => {
+        match $m {
+            0..=1 => {
+                const $n: usize = 1;
+                $body
+            }
+            2 => {
+                const $n: usize = 2;
+                $body
+            }
+            3..=4 => {
+                const $n: usize = 4;
+                $body
+            }
+            5..=8 => {
+                const $n: usize = 8;
+                $body
+            }
+            9..=16 => {
+                const $n: usize = 16;
+                $body
+            }
+            _ => {
+                const $n: usize = 32;
+                $body
+            }
+        }
+    };
+}
+
+/// Vector-Jacobian products of one transformer map: the transformer's own
+/// [`Transformer::vjp`] if it has one, else duals of width `N`. Direction 0 is the input,
+/// direction `1 + j` raw parameter `j`.
+struct Vjp<T, const N: usize> {
+    p: Vec<Dual<T, N>>,
+    out: Vec<T>,
+}
+
+impl<T: Real, const N: usize> Vjp<T, N> {
+    fn new(n_params: usize) -> Self {
+        Self { p: vec![Dual::constant(T::zero()); n_params], out: vec![T::zero(); n_params + 1] }
+    }
+
+    /// `wy * d(value) + wl * d(log-det)` along every direction, for `(value, log-det) =
+    /// dir(x; p)`, in passes of `N` directions.
+    #[inline]
+    fn run<Tr: Transformer<T>>(&mut self, tr: &Tr, dir: Dir, x: T, p: &[T], wy: T, wl: T) -> &[T] {
+        debug_assert_eq!(p.len(), self.p.len(), "transformer kernel: raw parameter count");
+        if tr.vjp(matches!(dir, Dir::Invert), x, p, wy, wl, &mut self.out) {
+            return &self.out;
+        }
+        for off in (0..self.out.len()).step_by(N) {
+            // Directions outside this pass map to lanes >= N, which `variable` leaves unseeded.
+            let lane = |j: usize| j.wrapping_sub(off);
+            for (j, (d, &v)) in self.p.iter_mut().zip(p).enumerate() {
+                *d = Dual::variable(v, lane(j + 1));
+            }
+            let (y, l) = dir.eval(tr, Dual::variable(x, lane(0)), &self.p);
+            let lanes = y.du.iter().zip(&l.du);
+            self.out[off..]
+                .iter_mut()
+                .zip(lanes)
+                .for_each(|(o, (&dy, &dl))| *o = wy * dy + wl * dl);
+        }
+        &self.out
+    }
+}
+
+/// `row` as a slice, copied into `buf` only if it is not contiguous.
+fn row_slice<'a, T: Copy>(row: ArrayView1<'a, T>, buf: &'a mut Vec<T>) -> &'a [T] {
+    match row.to_slice() {
+        Some(s) => s,
+        None => {
+            buf.clear();
+            buf.extend(row.iter().copied());
+            buf
+        }
+    }
+}
+
+/// Elementwise layer, normalizing direction: `z = t^{-1}(x)` on the columns `cols`, with
+/// dimension `i`'s raw parameters from row `i` of `p`; adds `ln|dz/dx|`.
+pub fn elementwise_inverse<T: Real, Tr: Transformer<T>>(
+    tr: &Tr,
+    p: &ElementParams<T>,
+    cols: &[usize],
+    x: ArrayViewMut2<T>,
+    ld: ArrayViewMut1<T>,
+) {
+    elementwise(tr, Dir::Invert, p, cols, x, ld);
+}
+
+/// Elementwise layer, generative direction: `x = t(z)`; adds `ln|dx/dz|`.
+pub fn elementwise_forward<T: Real, Tr: Transformer<T>>(
+    tr: &Tr,
+    p: &ElementParams<T>,
+    cols: &[usize],
+    x: ArrayViewMut2<T>,
+    ld: ArrayViewMut1<T>,
+) {
+    elementwise(tr, Dir::Apply, p, cols, x, ld);
+}
+
+fn elementwise<T: Real, Tr: Transformer<T>>(
+    tr: &Tr,
+    dir: Dir,
+    p: &ElementParams<T>,
+    cols: &[usize],
+    mut x: ArrayViewMut2<T>,
+    mut ld: ArrayViewMut1<T>,
+) {
+    debug_assert_eq!(p.width(), tr.n_params(), "elementwise: raw parameter count");
+    let raw = p.raw_rows(cols.len());
+    for (i, &c) in cols.iter().enumerate() {
+        let pi = raw.row(i).to_slice().unwrap_or(&[]);
+        Zip::from(x.column_mut(c)).and(&mut ld).for_each(|v, l| {
+            let (y, d) = dir.eval(tr, *v, pi);
+            *v = y;
+            *l += d;
+        });
+    }
+}
+
+/// Backward pass of [`elementwise_inverse`]: `g` holds dLoss/dz on entry and dLoss/dx on
+/// return; the gradients of every tensor of `p`, trainable or not, are accumulated into
+/// `grad` (same shapes, e.g. from [`ElementParams::zeros_like`]).
+pub fn elementwise_backward<T: Real, Tr: Transformer<T>>(
+    tr: &Tr,
+    p: &ElementParams<T>,
+    cols: &[usize],
+    x_in: ArrayView2<T>,
+    g: ArrayViewMut2<T>,
+    dld: ArrayView1<T>,
+    grad: &mut ElementParams<T>,
+) {
+    debug_assert_eq!(x_in.dim(), g.dim(), "elementwise_backward: shapes");
+    debug_assert_eq!(p.width(), tr.n_params(), "elementwise_backward: raw parameter count");
+    let n = 1 + tr.n_params();
+    by_width!(n, N => elementwise_backward_n::<T, Tr, N>(tr, p, cols, x_in, g, dld, grad))
+}
+
+fn elementwise_backward_n<T: Real, Tr: Transformer<T>, const N: usize>(
+    tr: &Tr,
+    p: &ElementParams<T>,
+    cols: &[usize],
+    x_in: ArrayView2<T>,
+    mut g: ArrayViewMut2<T>,
+    dld: ArrayView1<T>,
+    grad: &mut ElementParams<T>,
+) {
+    let raw = p.raw_rows(cols.len());
+    let mut vjp = Vjp::<T, N>::new(tr.n_params());
+    let mut acc = vec![T::zero(); tr.n_params()];
+    for (i, &c) in cols.iter().enumerate() {
+        let pi = raw.row(i).to_slice().unwrap_or(&[]);
+        acc.fill(T::zero());
+        Zip::from(g.column_mut(c)).and(x_in.column(c)).and(&dld).for_each(|g, &x, &dl| {
+            let out = vjp.run(tr, Dir::Invert, x, pi, *g, dl);
+            *g = out[0];
+            acc.iter_mut().zip(&out[1..]).for_each(|(a, &o)| *a += o);
+        });
+        grad.add_row(i, &acc);
+    }
+}
+
+/// Coupling with a transformer, normalizing direction: `z_t = t(x_t; theta(x_c))`, where the
+/// `P` raw parameters of `trans[k]` are the conditioner's output columns `[k P, (k + 1) P)`;
+/// adds `sum_k ln|t'|`.
+pub fn transformer_coupling_inverse<T: Real, Tr: Transformer<T>>(
+    tr: &Tr,
+    net: &Mlp<T>,
+    cond: &[usize],
+    trans: &[usize],
+    x: ArrayViewMut2<T>,
+    ld: ArrayViewMut1<T>,
+    s: &mut CouplingScratch<T>,
+) {
+    coupling(tr, Dir::Apply, net, cond, trans, x, ld, s);
+}
+
+/// Coupling with a transformer, generative direction: `x_t = t^{-1}(z_t; theta(x_c))`.
+pub fn transformer_coupling_forward<T: Real, Tr: Transformer<T>>(
+    tr: &Tr,
+    net: &Mlp<T>,
+    cond: &[usize],
+    trans: &[usize],
+    x: ArrayViewMut2<T>,
+    ld: ArrayViewMut1<T>,
+    s: &mut CouplingScratch<T>,
+) {
+    coupling(tr, Dir::Invert, net, cond, trans, x, ld, s);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn coupling<T: Real, Tr: Transformer<T>>(
+    tr: &Tr,
+    dir: Dir,
+    net: &Mlp<T>,
+    cond: &[usize],
+    trans: &[usize],
+    mut x: ArrayViewMut2<T>,
+    ld: ArrayViewMut1<T>,
+    s: &mut CouplingScratch<T>,
+) {
+    condition(net, cond, x.view(), s);
+    let np = tr.n_params();
+    let out = net_out(&s.net, &s.xc);
+    debug_assert_eq!(out.ncols(), trans.len() * np, "transformer coupling: conditioner width");
+    let mut buf = Vec::new();
+    Zip::from(x.rows_mut()).and(out.rows()).and(ld).for_each(|mut row, o, ld| {
+        let o = row_slice(o, &mut buf);
+        let mut acc = T::zero();
+        for (k, &c) in trans.iter().enumerate() {
+            let (y, l) = dir.eval(tr, row[c], &o[k * np..(k + 1) * np]);
+            row[c] = y;
+            acc += l;
+        }
+        *ld += acc;
+    });
+}
+
+/// Backward pass of [`transformer_coupling_inverse`]. `x_in` is the layer's input; `g` holds
+/// dLoss/dz on entry and dLoss/dx on return; `dld` is dLoss/d(ld) per row. Accumulates the
+/// conditioner's parameter gradients into `grad`.
+#[allow(clippy::too_many_arguments)]
+pub fn transformer_coupling_backward<T: Real, Tr: Transformer<T>>(
+    tr: &Tr,
+    net: &Mlp<T>,
+    cond: &[usize],
+    trans: &[usize],
+    x_in: ArrayView2<T>,
+    g: ArrayViewMut2<T>,
+    dld: ArrayView1<T>,
+    grad: &mut Mlp<T>,
+    s: &mut CouplingScratch<T>,
+) {
+    debug_assert_eq!(x_in.dim(), g.dim(), "transformer_coupling_backward: shapes");
+    let f = CouplingArgs { tr, net, cond, trans };
+    by_width!(1 + tr.n_params(), N => f.backward::<N>(x_in, g, dld, grad, s))
+}
+
+/// The fixed arguments of a coupling's backward pass.
+struct CouplingArgs<'a, Tr, T> {
+    tr: &'a Tr,
+    net: &'a Mlp<T>,
+    cond: &'a [usize],
+    trans: &'a [usize],
+}
+
+impl<T: Real, Tr: Transformer<T>> CouplingArgs<'_, Tr, T> {
+    fn backward<const N: usize>(
+        &self,
+        x_in: ArrayView2<T>,
+        mut g: ArrayViewMut2<T>,
+        dld: ArrayView1<T>,
+        grad: &mut Mlp<T>,
+        s: &mut CouplingScratch<T>,
+    ) {
+        // Re-run the conditioner: the caller may have reused the scratch since the forward pass.
+        condition(self.net, self.cond, x_in, s);
+        let np = self.tr.n_params();
+        resize(&mut s.dout, x_in.nrows(), self.trans.len() * np);
+        let mut vjp = Vjp::<T, N>::new(np);
+        let mut buf = Vec::new();
+        Zip::from(g.rows_mut())
+            .and(x_in.rows())
+            .and(net_out(&s.net, &s.xc).rows())
+            .and(s.dout.rows_mut())
+            .and(dld)
+            .for_each(|mut gr, xr, o, mut dr, &dl| {
+                let o = row_slice(o, &mut buf);
+                for (k, &c) in self.trans.iter().enumerate() {
+                    let range = k * np..(k + 1) * np;
+                    let out = vjp.run(self.tr, Dir::Apply, xr[c], &o[range.clone()], gr[c], dl);
+                    gr[c] = out[0];
+                    dr.slice_mut(ndarray::s![range])
+                        .iter_mut()
+                        .zip(&out[1..])
+                        .for_each(|(d, &v)| *d = v);
+                }
+            });
+        condition_backward(self.net, self.cond, g, grad, s);
+    }
+}
+
+#[cfg(test)]
+mod tests;

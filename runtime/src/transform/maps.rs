@@ -1,0 +1,232 @@
+//! Closed-form transformers: affine, leaky ReLU, sigmoid / logit, exp / log.
+
+use super::{outside, Scalar, Transformer};
+use crate::real::Real;
+use num_traits::Float;
+
+/// `t(x) = x * exp(log_scale) + shift`; raw parameters `[shift, log_scale]`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Affine;
+
+impl<T: Real> Transformer<T> for Affine {
+    fn n_params(&self) -> usize {
+        2
+    }
+    #[inline]
+    fn apply<S: Scalar<T>>(&self, x: S, p: &[S]) -> (S, S) {
+        let (shift, log_scale) = (p[0], p[1]);
+        (x * log_scale.exp() + shift, log_scale)
+    }
+    #[inline]
+    fn invert<S: Scalar<T>>(&self, y: S, p: &[S]) -> (S, S) {
+        let (shift, log_scale) = (p[0], p[1]);
+        ((y - shift) * (-log_scale).exp(), -log_scale)
+    }
+}
+
+/// `t(x) = x` for `x >= 0`, `slope * x` otherwise (`slope > 0`); no parameters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LeakyRelu {
+    pub slope: f64,
+}
+
+impl<T: Real> Transformer<T> for LeakyRelu {
+    fn n_params(&self) -> usize {
+        0
+    }
+    #[inline]
+    fn apply<S: Scalar<T>>(&self, x: S, _: &[S]) -> (S, S) {
+        if x.re() >= T::zero() {
+            (x, S::cst(T::zero()))
+        } else {
+            (x.scale(T::of(self.slope)), S::of(self.slope.ln()))
+        }
+    }
+    #[inline]
+    fn invert<S: Scalar<T>>(&self, y: S, _: &[S]) -> (S, S) {
+        if y.re() >= T::zero() {
+            (y, S::cst(T::zero()))
+        } else {
+            (y.scale(T::of(1.0 / self.slope)), S::of(-self.slope.ln()))
+        }
+    }
+}
+
+/// `t(z) = (sigmoid(z) - alpha) / (1 - 2 alpha)`: maps the real line onto the data side,
+/// `(-alpha, 1 - alpha) / (1 - 2 alpha)`, which contains `[0, 1]` (equals `(0, 1)` for
+/// `alpha = 0`). Its inverse `logit(alpha + (1 - 2 alpha) x)` is RealNVP's logit
+/// preprocessing; for `x` outside that interval the inverse returns a finite clamped value and
+/// log-determinant minus infinity. No parameters; `0 <= alpha < 1/2`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sigmoid {
+    pub alpha: f64,
+}
+
+/// `t(z) = logit(alpha + (1 - 2 alpha) z)`, the inverse of [`Sigmoid`] (same domain rules,
+/// mirrored). No parameters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Logit {
+    pub alpha: f64,
+}
+
+/// `(sigmoid(z) - alpha) / (1 - 2 alpha)` and its log-derivative
+/// `-softplus(z) - softplus(-z) - ln(1 - 2 alpha)`, finite for every finite `z`.
+#[inline]
+fn squash<T: Real, S: Scalar<T>>(z: S, alpha: f64) -> (S, S) {
+    let width = 1.0 - 2.0 * alpha;
+    let x = (z.sigmoid() - S::of(alpha)).scale(T::of(1.0 / width));
+    let ld = -(z.softplus() + (-z).softplus()) - S::of(width.ln());
+    (x, ld)
+}
+
+/// `logit(alpha + (1 - 2 alpha) x)` and its log-derivative `ln(1 - 2 alpha) - ln u - ln(1 - u)`.
+/// Outside `0 < u < 1` (or for NaN) `u` is clamped to `[eps, 1 - eps]` and the
+/// log-derivative is minus infinity.
+#[inline]
+fn unsquash<T: Real, S: Scalar<T>>(x: S, alpha: f64) -> (S, S) {
+    let width = 1.0 - 2.0 * alpha;
+    let u = S::of(alpha) + x.scale(T::of(width));
+    let ur = u.re();
+    if !(ur > T::zero() && ur < T::one()) {
+        let eps = T::epsilon();
+        let uc = Float::min(Float::max(ur, eps), T::one() - eps);
+        return (S::cst(Float::ln(uc) - Float::ln_1p(-uc)), outside());
+    }
+    let (ln_u, ln_v) = (u.ln(), (-u).ln_1p());
+    (ln_u - ln_v, S::of(width.ln()) - ln_u - ln_v)
+}
+
+impl<T: Real> Transformer<T> for Sigmoid {
+    fn n_params(&self) -> usize {
+        0
+    }
+    #[inline]
+    fn apply<S: Scalar<T>>(&self, z: S, _: &[S]) -> (S, S) {
+        squash(z, self.alpha)
+    }
+    #[inline]
+    fn invert<S: Scalar<T>>(&self, x: S, _: &[S]) -> (S, S) {
+        unsquash(x, self.alpha)
+    }
+}
+
+impl<T: Real> Transformer<T> for Logit {
+    fn n_params(&self) -> usize {
+        0
+    }
+    #[inline]
+    fn apply<S: Scalar<T>>(&self, z: S, _: &[S]) -> (S, S) {
+        unsquash(z, self.alpha)
+    }
+    #[inline]
+    fn invert<S: Scalar<T>>(&self, x: S, _: &[S]) -> (S, S) {
+        squash(x, self.alpha)
+    }
+}
+
+/// `t(z) = exp(z)`; no parameters. Its inverse is defined for `x > 0`; for `x <= 0` (or NaN)
+/// it returns `ln` of the smallest positive normal number and log-determinant minus infinity.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Exp;
+
+/// `t(z) = ln z` for `z > 0`, the inverse of [`Exp`] (same domain rule); no parameters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Log;
+
+/// `(ln x, -ln x)`, or the clamped value and minus infinity outside `x > 0`.
+#[inline]
+fn log_map<T: Real, S: Scalar<T>>(x: S) -> (S, S) {
+    if x.re() > T::zero() {
+        let l = x.ln();
+        (l, -l)
+    } else {
+        (S::cst(Float::ln(T::min_positive_value())), outside())
+    }
+}
+
+impl<T: Real> Transformer<T> for Exp {
+    fn n_params(&self) -> usize {
+        0
+    }
+    #[inline]
+    fn apply<S: Scalar<T>>(&self, z: S, _: &[S]) -> (S, S) {
+        (z.exp(), z)
+    }
+    #[inline]
+    fn invert<S: Scalar<T>>(&self, x: S, _: &[S]) -> (S, S) {
+        log_map(x)
+    }
+}
+
+impl<T: Real> Transformer<T> for Log {
+    fn n_params(&self) -> usize {
+        0
+    }
+    #[inline]
+    fn apply<S: Scalar<T>>(&self, z: S, _: &[S]) -> (S, S) {
+        log_map(z)
+    }
+    #[inline]
+    fn invert<S: Scalar<T>>(&self, x: S, _: &[S]) -> (S, S) {
+        (x.exp(), x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transform::testutil::{check_identity, check_transformer, check_zero_density};
+
+    #[test]
+    fn affine() {
+        check_transformer(&Affine, &[-2.0, -0.3, 0.0, 1.7], &[0.4, -0.7]);
+        check_transformer(&Affine, &[-1.0, 2.0], &[-1.5, 1.2]);
+        check_identity(&Affine, &[-3.0, 0.0, 5.0]);
+    }
+
+    #[test]
+    fn leaky_relu() {
+        let t = LeakyRelu { slope: 0.2 };
+        check_transformer(&t, &[-2.0, -0.1, 0.1, 3.0], &[]);
+        let (y, ld) = Transformer::<f64>::apply(&t, -1.0, &[]);
+        assert_eq!((y, ld), (-0.2, 0.2f64.ln()));
+    }
+
+    #[test]
+    fn sigmoid_and_logit() {
+        for alpha in [0.0, 0.05] {
+            let (s, l) = (Sigmoid { alpha }, Logit { alpha });
+            check_transformer(&s, &[-6.0, -0.5, 0.0, 1.3, 8.0], &[]);
+            check_transformer(&l, &[0.01, 0.2, 0.5, 0.93, 0.999], &[]);
+            check_zero_density(&s, false, &[-0.5, 1.5, f64::NAN, f64::NEG_INFINITY]);
+            check_zero_density(&l, true, &[-0.5, 1.5, f64::NAN, f64::INFINITY]);
+        }
+        // alpha = 0: the ends of [0, 1] have density zero; alpha > 0: they are inside.
+        check_zero_density(&Logit { alpha: 0.0 }, true, &[0.0, 1.0]);
+        for (alpha, x) in [(0.05, 0.0), (0.05, 1.0), (0.0, 1e-12), (0.0, 1.0 - 1e-12)] {
+            let (z, ld) = Transformer::<f64>::apply(&Logit { alpha }, x, &[]);
+            assert!(z.is_finite() && ld.is_finite(), "logit({x}) = {z}, {ld}");
+            let (x2, _) = Transformer::<f64>::apply(&Sigmoid { alpha }, z, &[]);
+            assert!((x2 - x).abs() < 1e-15, "{alpha} {x}: {x2}");
+        }
+    }
+
+    #[test]
+    fn sigmoid_saturates_without_nan() {
+        let s = Sigmoid { alpha: 0.0 };
+        for z in [-1e4, -745.0, 745.0, 1e4, f64::INFINITY, f64::NEG_INFINITY] {
+            let (x, ld) = Transformer::<f64>::apply(&s, z, &[]);
+            assert!((0.0..=1.0).contains(&x) && !ld.is_nan() && ld < 0.0, "sigmoid({z})");
+        }
+        let (x, ld) = Transformer::<f32>::apply(&Sigmoid { alpha: 0.05 }, 30f32, &[]);
+        assert!(x.is_finite() && ld.is_finite());
+    }
+
+    #[test]
+    fn exp_and_log() {
+        check_transformer(&Exp, &[-3.0, 0.0, 2.0], &[]);
+        check_transformer(&Log, &[1e-3, 0.5, 1.0, 40.0], &[]);
+        check_zero_density(&Exp, false, &[0.0, -2.0, f64::NAN, f64::NEG_INFINITY]);
+        check_zero_density(&Log, true, &[0.0, -1e-300, f64::NAN]);
+    }
+}
