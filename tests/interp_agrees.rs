@@ -28,14 +28,17 @@ fn agree<F: Flow<Real = f64>>(spec: &str, mut gen: F) {
     assert_eq!(int.param_specs(), gen.param_specs(), "{}: parameter names and shapes", gen.name());
     assert_eq!(int.params(), gen.params(), "{}: initial parameters", gen.name());
     assert_eq!(int.fingerprint(), gen.fingerprint());
-    let d = gen.dim();
-    let init = points(64, d, 1);
+    // The flow's own samples lie in its support (bounded layers and bases).
+    let mut rng = flowspec_runtime::rng_from_seed(1);
+    let init = gen.sample(64, &mut rng);
     gen.data_init(init.view());
     int.data_init(init.view());
     verify::perturb(&mut gen, 0.02, 2);
     verify::perturb(&mut int, 0.02, 2);
     assert_eq!(int.params(), gen.params(), "{}: after data_init", gen.name());
-    let x = points(16, d, 3);
+    let x = gen.sample(16, &mut rng);
+    let (sg, si) = (gen.sample(8, &mut flowspec_runtime::rng_from_seed(5)), int.sample(8, &mut flowspec_runtime::rng_from_seed(5)));
+    assert!(max_diff(sg.as_slice().unwrap(), si.as_slice().unwrap()) <= 1e-12, "{}: samples", gen.name());
     let (zg, ldg) = gen.inverse(x.view());
     let (zi, ldi) = int.inverse(x.view());
     let (xg, _) = gen.forward(x.view());
@@ -65,6 +68,18 @@ fn nice_moons() {
 #[test]
 fn glow_like() {
     agree("specs/glow_like.flow", GlowLike::new(7));
+}
+
+#[test]
+fn layer_library_specs() {
+    agree("specs/four_z.flow", FourZ::new(7));
+    agree("specs/exp_uniform.flow", ExpOfUniform::new(7));
+    agree("specs/nice_logistic.flow", NiceLogistic::new(7));
+    agree("specs/nsf_moons.flow", NsfMoons::new(7));
+    agree("specs/linear_elementwise.flow", LinearElementwise::new(7));
+    agree("specs/linear_elementwise.flow", PiecewiseSquare::new(7));
+    agree("specs/digits.flow", Digits::new(7));
+    agree("specs/spline_1d.flow", Spline1d::new(7));
 }
 
 /// The f32 flow too: the same parameters and outputs in single precision.

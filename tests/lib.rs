@@ -5,7 +5,25 @@ pub mod specs {
     flowspec_macros::flow!(file = "../specs/realnvp_moons.flow");
     flowspec_macros::flow!(file = "../specs/nice_moons.flow");
     flowspec_macros::flow!(file = "../specs/glow_like.flow");
+    flowspec_macros::flow!(file = "../specs/four_z.flow");
+    flowspec_macros::flow!(file = "../specs/exp_uniform.flow");
+    flowspec_macros::flow!(file = "../specs/nice_logistic.flow");
+    flowspec_macros::flow!(file = "../specs/nsf_moons.flow");
+    flowspec_macros::flow!(file = "../specs/linear_elementwise.flow");
+    flowspec_macros::flow!(file = "../specs/digits.flow");
+    flowspec_macros::flow!(file = "../specs/spline_1d.flow");
 }
 
 /// The spec files `specs` above includes (paths relative to the workspace root).
-pub const SPEC_FILES: &[&str] = &["specs/realnvp_moons.flow", "specs/nice_moons.flow", "specs/glow_like.flow"];
+pub const SPEC_FILES: &[&str] = &[
+    "specs/realnvp_moons.flow",
+    "specs/nice_moons.flow",
+    "specs/glow_like.flow",
+    "specs/four_z.flow",
+    "specs/exp_uniform.flow",
+    "specs/nice_logistic.flow",
+    "specs/nsf_moons.flow",
+    "specs/linear_elementwise.flow",
+    "specs/digits.flow",
+    "specs/spline_1d.flow",
+];

@@ -14,11 +14,13 @@ fn points(n: usize, d: usize, seed: u64) -> Array2<f64> {
     Array2::from_shape_fn((n, d), |_| 3.0 * rng.random::<f64>() - 1.5)
 }
 
-/// `scale` keeps the perturbed log-scales moderate: wide conditioners amplify it.
+/// `scale` keeps the perturbed log-scales moderate: wide conditioners amplify it. The
+/// points are the flow's own samples, inside its support (some layers and bases are bounded).
 fn check<F: Flow<Real = f64>>(mut flow: F, scale: f64) {
-    let x = points(6, flow.dim(), 11);
-    flow.data_init(points(64, flow.dim(), 12).view());
     verify::perturb(&mut flow, scale, 13);
+    let mut rng = flowspec_runtime::rng_from_seed(11);
+    flow.data_init(flow.sample(64, &mut rng).view());
+    let x = flow.sample(6, &mut rng);
     let r = verify::verify(&mut flow, x.view(), 1);
     eprintln!("{}: {r:?}", flow.name());
     assert!(r.roundtrip < 1e-10, "round trip: {r:?}");
@@ -44,6 +46,35 @@ fn glow_like() {
     check(GlowLike::new(3), 0.2);
 }
 
+#[test]
+fn nice_logistic() {
+    check(NiceLogistic::new(4), 0.05);
+}
+
+#[test]
+fn nsf_moons() {
+    assert_eq!(NsfMoons::NUM_PARAMS, 23_132, "zuko's and nflows' C3 spline flow has 23,132 parameters");
+    check(NsfMoons::new(5), 0.05);
+}
+
+#[test]
+fn linear_elementwise() {
+    check(LinearElementwise::new(6), 0.2);
+    check(PiecewiseSquare::new(7), 0.2);
+}
+
+#[test]
+fn spline_1d() {
+    check(Spline1d::new(8), 0.3);
+}
+
+/// The notes' worked examples have no parameters: only the round trip and log-det apply.
+#[test]
+fn textbook_examples() {
+    check(FourZ::new(0), 0.0);
+    check(ExpOfUniform::new(0), 0.0);
+}
+
 /// Every flow of every spec file, including ones added later and f32 ones, run through the
 /// interpreter in f64 (the interpreter takes any IR; `interp_agrees` ties it to the generated
 /// code). Large flows check every k-th parameter here; the tests above check all of them.
@@ -60,10 +91,14 @@ fn every_spec_through_the_interpreter_in_f64() {
         let program = flowspec::compile(&src).unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
         for ir in &program.flows {
             let mut flow = flowspec::interp::Interp::<f64>::new(ir, 1);
-            flow.data_init(points(64, ir.dim, 12).view());
             verify::perturb(&mut flow, 0.02, 13);
+            // The flow's own samples lie in its support (logit, log and uniform layers and
+            // bases have bounded domains), away from its edges with probability one.
+            let mut rng = flowspec_runtime::rng_from_seed(11);
+            flow.data_init(flow.sample(64, &mut rng).view());
+            let x = flow.sample(6, &mut rng);
             let stride = (ir.num_params() / 2000).max(1);
-            let r = verify::verify(&mut flow, points(6, ir.dim, 11).view(), stride);
+            let r = verify::verify(&mut flow, x.view(), stride);
             let ok = r.roundtrip < 1e-10 && r.logdet_consistency < 1e-10 && r.logdet_vs_jacobian < 1e-6 && r.grad_rel < 1e-5;
             assert!(ok, "{} / {}: {r:?}", path.display(), ir.name);
             seen += 1;

@@ -99,6 +99,7 @@ fn jacobian(j: Jacobian) -> &'static str {
         Jacobian::Diagonal => "diagonal",
         Jacobian::BlockTriangular => "block-triangular",
         Jacobian::Permutation => "permutation (folded: no run-time cost)",
+        Jacobian::Triangular => "triangular",
         Jacobian::Dense => "dense",
     }
 }

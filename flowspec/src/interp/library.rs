@@ -3,11 +3,11 @@
 //! types directly; here a `match` per call picks the same monomorphised kernel.
 
 use crate::codegen::layer_seed;
-use crate::ir::{self, LinearKind, Transformer};
+use crate::ir::{self, LinearKind};
 use flowspec_runtime::base::{self, DiagNormal, Mixture};
 use flowspec_runtime::layers::{self, Diagonal, Householder, LowerTriangular, Lu};
 use flowspec_runtime::params::Params;
-use flowspec_runtime::transform::{self as tf, ElementParams, ParamTensor};
+use flowspec_runtime::transform::{ElementParams, ParamTensor};
 use flowspec_runtime::{rng_from_seed, FlowRng, Real};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
 
@@ -15,14 +15,14 @@ use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMu
 macro_rules! with_tr {
     ($tr:expr, |$t:ident| $body:expr) => {
         match *$tr {
-            Transformer::Affine => { let $t = tf::Affine {}; $body }
-            Transformer::LeakyRelu { slope } => { let $t = tf::LeakyRelu { slope }; $body }
-            Transformer::Sigmoid { alpha } => { let $t = tf::Sigmoid { alpha }; $body }
-            Transformer::Logit { alpha } => { let $t = tf::Logit { alpha }; $body }
-            Transformer::Exp => { let $t = tf::Exp {}; $body }
-            Transformer::Log => { let $t = tf::Log {}; $body }
-            Transformer::PiecewiseLinear { bins } => { let $t = tf::PiecewiseLinear { bins }; $body }
-            Transformer::RqSpline { bins, bound } => { let $t = tf::RqSpline { bins, bound }; $body }
+            $crate::ir::Transformer::Affine => { let $t = tf::Affine {}; $body }
+            $crate::ir::Transformer::LeakyRelu { slope } => { let $t = tf::LeakyRelu { slope }; $body }
+            $crate::ir::Transformer::Sigmoid { alpha } => { let $t = tf::Sigmoid { alpha }; $body }
+            $crate::ir::Transformer::Logit { alpha } => { let $t = tf::Logit { alpha }; $body }
+            $crate::ir::Transformer::Exp => { let $t = tf::Exp {}; $body }
+            $crate::ir::Transformer::Log => { let $t = tf::Log {}; $body }
+            $crate::ir::Transformer::PiecewiseLinear { bins } => { let $t = tf::PiecewiseLinear { bins }; $body }
+            $crate::ir::Transformer::RqSpline { bins, bound } => { let $t = tf::RqSpline { bins, bound }; $body }
         }
     };
 }

@@ -11,7 +11,7 @@ use library::{with_tr, BaseP, LinearP};
 use flowspec_runtime::layers::{self, ActNorm, CouplingScratch, Rescale};
 use flowspec_runtime::nn::{self, Mlp};
 use flowspec_runtime::params::Params;
-use flowspec_runtime::{base, rng_from_seed, Flow, Real};
+use flowspec_runtime::{rng_from_seed, Flow, Real};
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 
 /// One executed layer with its parameters and physical column sets (permutations are folded
