@@ -57,7 +57,14 @@ pub fn expand_file(lit: &syn::LitStr, root: &Path) -> TokenStream {
     let tracked = path.to_string_lossy().into_owned();
     let body = match compile(&src) {
         Ok(p) => codegen::expand_program(&p),
-        Err(ds) => ds.iter().map(|d| error_at(lit.span(), render(d, &rel, &src).trim_end())).collect(),
+        Err(ds) => ds
+            .iter()
+            .map(|d| {
+                // rustc prints its own `error: ` before the message.
+                let text = render(d, &rel, &src);
+                error_at(lit.span(), text.strip_prefix("error: ").unwrap_or(&text).trim_end())
+            })
+            .collect(),
     };
     quote! {
         const _: &str = include_str!(#tracked);
@@ -99,10 +106,29 @@ impl Flattened {
     }
 
     fn push_stream(&mut self, input: TokenStream) {
-        let mut it = input.into_iter().peekable();
-        while let Some(tt) = it.next() {
+        // An explicit stack of open groups, not recursion: the input's nesting is unbounded
+        // (the grammar's limit is checked on the flattened text), and `[[[[...` tens of
+        // thousands deep would overflow rustc's stack.
+        type Level = (std::iter::Peekable<proc_macro2::token_stream::IntoIter>, Option<(&'static str, Span)>);
+        let mut stack: Vec<Level> = vec![(input.into_iter().peekable(), None)];
+        while let Some((it, _)) = stack.last_mut() {
+            let Some(tt) = it.next() else {
+                if let Some((_, Some((close, span)))) = stack.pop() {
+                    self.push(close, span);
+                }
+                continue;
+            };
             match tt {
-                TokenTree::Group(g) => self.push_group(g),
+                TokenTree::Group(g) => {
+                    let (open, close) = match g.delimiter() {
+                        Delimiter::Parenthesis => ("(", ")"),
+                        Delimiter::Brace => ("{", "}"),
+                        Delimiter::Bracket => ("[", "]"),
+                        Delimiter::None => ("", ""),
+                    };
+                    self.push(open, g.span_open());
+                    stack.push((g.stream().into_iter().peekable(), Some((close, g.span_close()))));
+                }
                 TokenTree::Punct(p) if p.as_char() == '#' => {
                     // `/// text` arrives as `#[doc = " text"]`; turn it back into a doc comment.
                     match it.peek().and_then(doc_text) {
@@ -123,18 +149,6 @@ impl Flattened {
                 TokenTree::Literal(l) => self.push(&l.to_string(), l.span()),
             }
         }
-    }
-
-    fn push_group(&mut self, g: proc_macro2::Group) {
-        let (open, close) = match g.delimiter() {
-            Delimiter::Parenthesis => ("(", ")"),
-            Delimiter::Brace => ("{", "}"),
-            Delimiter::Bracket => ("[", "]"),
-            Delimiter::None => ("", ""),
-        };
-        self.push(open, g.span_open());
-        self.push_stream(g.stream());
-        self.push(close, g.span_close());
     }
 
     /// A compile error covering the tokens of the diagnostic's span.

@@ -15,10 +15,46 @@ struct FlowParser;
 pub fn parse(src: &str) -> Result<File, Diagnostic> {
     // Tracks the tokens expected at the furthest position, for messages like "expected `;`".
     pest::set_error_detail(true);
+    check_nesting(src)?;
     let mut pairs = FlowParser::parse(Rule::file, src).map_err(|e| syntax_error(src, e))?;
     let file = pairs.next().expect("pest returns the `file` pair on success");
     let flows = file.into_inner().filter(|p| p.as_rule() == Rule::flow_def).map(flow_def).collect();
     Ok(File { flows })
+}
+
+/// The deepest nesting of brackets accepted. pest and the passes over the tree recurse, so
+/// without a limit `[[[[...` a few thousand deep overflows the stack (and crashes rustc when it
+/// comes through `flow!`); real specs nest three or four deep.
+pub const MAX_NESTING: usize = 64;
+
+/// Refuses brackets nested deeper than [`MAX_NESTING`], skipping comments and strings.
+fn check_nesting(src: &str) -> Result<(), Diagnostic> {
+    let bytes = src.as_bytes();
+    let (mut i, mut depth) = (0, 0usize);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                i = src[i..].find('\n').map_or(bytes.len(), |n| i + n);
+                continue;
+            }
+            b'"' => {
+                i = src[i + 1..].find('"').map_or(bytes.len(), |n| i + 1 + n);
+            }
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(Diagnostic::new(
+                        Span::new(i, i + 1),
+                        format!("brackets are nested more than {MAX_NESTING} deep here"),
+                    ));
+                }
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
 }
 
 fn syntax_error(src: &str, e: pest::error::Error<Rule>) -> Diagnostic {
@@ -27,26 +63,26 @@ fn syntax_error(src: &str, e: pest::error::Error<Rule>) -> Diagnostic {
         pest::error::InputLocation::Span((s, e)) => (s, e),
     };
     // pest's positives are reported where the last alternative began (e.g. the start of
-    // `event [2]` when its `;` is missing); its parse attempts know the furthest position
-    // reached and the literal tokens expected there, which is what the user needs.
-    if let Some(a) = e.parse_attempts().filter(|a| a.max_position > start) {
-        let mut toks: Vec<String> = a
-            .expected_tokens()
-            .iter()
-            .map(|t| t.to_string())
-            .filter(|t| !t.trim().is_empty() && t != "//" && t != "///")
-            .map(|t| format!("`{t}`"))
-            .collect();
-        toks.sort();
-        toks.dedup();
+    // `event [2]` when its `;` is missing) and name only rules, not literals such as `}`; its
+    // parse attempts know the furthest position reached and every token expected there, which
+    // is what the user needs.
+    if let Some(a) = e.parse_attempts().filter(|a| a.max_position >= start) {
+        let tokens: Vec<String> = a.expected_tokens().iter().map(|t| t.to_string()).collect();
+        let at = a.max_position;
+        let after_word = src.get(..at).and_then(|s| s.chars().next_back()).is_some_and(|c| c.is_alphanumeric() || c == '_');
+        let mut toks = expected_tokens(&tokens, after_word);
+        // The end of the input is no token; pest names it among its positives.
+        let eoi = matches!(&e.variant, pest::error::ErrorVariant::ParsingError { positives, .. } if positives.contains(&Rule::EOI));
+        if eoi && at == start && !toks.is_empty() {
+            toks.push("the end of the input".to_string());
+        }
         if !toks.is_empty() {
-            let at = a.max_position;
             let refs: Vec<&str> = toks.iter().map(String::as_str).collect();
             let message = format!("syntax error: expected {}, found {}", join_or(&refs), found_text(src, at));
-            return Diagnostic::new(Span::new(at, next_char_end(src, at)), message);
+            return Diagnostic::new(found_span(src, at), message);
         }
     }
-    let end = if end > start { end } else { next_char_end(src, start) };
+    let span = if end > start { Span::new(start, end) } else { found_span(src, start) };
     let message = match &e.variant {
         pest::error::ErrorVariant::ParsingError { positives, .. } => {
             let mut names: Vec<&str> = positives.iter().filter_map(rule_name).collect();
@@ -61,7 +97,60 @@ fn syntax_error(src: &str, e: pest::error::Error<Rule>) -> Diagnostic {
         }
         pest::error::ErrorVariant::CustomError { message } => message.clone(),
     };
-    Diagnostic::new(Span::new(start, end), message)
+    Diagnostic::new(span, message)
+}
+
+/// pest's expected tokens in the language's words: keywords and punctuation as written, and
+/// the first characters of names, numbers and strings as "a name", "a number", "a string".
+/// (pest does not export its token type, so this goes by their `Display`: a literal prints as
+/// itself, a character range as `a..z`.)
+///
+/// Right after a name or a number (`after_word`), what would only continue it (more letters
+/// or digits, a fraction, an exponent) is left out: `event [2` expects `,` or `]`.
+fn expected_tokens(tokens: &[String], after_word: bool) -> Vec<String> {
+    let mut toks: Vec<String> = tokens
+        .iter()
+        .filter_map(|t| match t.as_str() {
+            "_" | "a..z" | "A..Z" => Some("a name".to_string()),
+            "-" | "0..9" => Some("a number".to_string()),
+            "\"" => Some("a string".to_string()),
+            // Whitespace and comments may go anywhere; saying so is noise.
+            t if t.trim().is_empty() || t == "//" || t == "///" || t.contains("..") || t == "BUILTIN_RULE" => None,
+            t => Some(format!("`{t}`")),
+        })
+        .collect();
+    if after_word {
+        toks.retain(|t| !["a name", "a number", "`.`", "`e`", "`E`", "`+`"].contains(&t.as_str()));
+    }
+    toks.sort();
+    toks.dedup();
+    // Where an item may start, a name is a layer.
+    if toks.iter().any(|t| t == "`repeat`") {
+        toks.iter_mut().filter(|t| *t == "a name").for_each(|t| *t = "a layer".to_string());
+    }
+    // Where any value may start: a name, a number, a string or a list.
+    const VALUE: [&str; 4] = ["`[`", "a name", "a number", "a string"];
+    if VALUE.iter().all(|v| toks.iter().any(|t| t == v)) {
+        toks.retain(|t| !VALUE.contains(&t.as_str()));
+        toks.push("a value".to_string());
+    }
+    toks
+}
+
+/// The span of what [`found_text`] names: the word or character at `at`; at the end of the
+/// input, the end of the last line with text on it (not the empty line after it).
+fn found_span(src: &str, at: usize) -> Span {
+    let rest = src.get(at..).unwrap_or("");
+    if rest.is_empty() {
+        let end = src.trim_end().len();
+        return Span::new(end, end);
+    }
+    let word = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').map(char::len_utf8).sum::<usize>();
+    if word > 0 {
+        Span::new(at, at + word)
+    } else {
+        Span::new(at, next_char_end(src, at))
+    }
 }
 
 fn next_char_end(src: &str, at: usize) -> usize {
@@ -132,7 +221,9 @@ fn first(p: Pair<Rule>) -> Pair<Rule> {
 
 fn doc_text(p: Pair<Rule>) -> String {
     let text = p.into_inner().next().map_or("", |t| t.as_str());
-    text.strip_prefix(' ').unwrap_or(text).trim_end().to_string()
+    // A bare carriage return is not allowed in a Rust doc comment, which is how `flowspec
+    // expand` prints the generated `#[doc]`s: it becomes a space.
+    text.strip_prefix(' ').unwrap_or(text).trim_end().replace('\r', " ")
 }
 
 fn ident(p: Pair<Rule>) -> Ident {
@@ -145,9 +236,11 @@ fn event(p: Pair<Rule>) -> Item {
     Item::Event { dims, span }
 }
 
-/// An integer as written; out-of-range or fractional numbers become -1, which every check rejects.
+/// An integer as written. Integers too large for i64 become i64::MAX, which every limit
+/// rejects as too large; negative ones, fractions and exponents become -1, which every check
+/// rejects as not a positive integer.
 fn int_of(s: &str) -> i64 {
-    s.parse::<i64>().unwrap_or(-1)
+    s.parse::<i64>().unwrap_or_else(|_| if s.bytes().all(|b| b.is_ascii_digit()) { i64::MAX } else { -1 })
 }
 
 fn repeat(p: Pair<Rule>) -> Repeat {

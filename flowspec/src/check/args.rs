@@ -56,14 +56,20 @@ fn too_many(what: &str, params: &[&str], span: Span) -> Diagnostic {
 }
 
 fn unknown_arg(what: &str, params: &[&str], name: &str, span: Span) -> Diagnostic {
-    let known = if params.is_empty() { "none".to_string() } else { params.join(", ") };
-    Diagnostic::new(span, format!("unknown argument `{name}` for `{what}`; known arguments: {known}"))
+    if params.is_empty() {
+        return Diagnostic::new(span, format!("unknown argument `{name}`: `{what}` takes no arguments"));
+    }
+    Diagnostic::new(span, format!("unknown argument `{name}` for `{what}`; known arguments: {}", params.join(", ")))
 }
 
 /// A non-negative integer that fits in usize.
 pub fn as_count(errs: &mut Diagnostics, v: &Value, what: &str) -> Option<usize> {
     match v.kind {
         ValueKind::Number { int: Some(i), .. } if i >= 0 => Some(i as usize),
+        ValueKind::Number { int: None, value } if value >= i64::MAX as f64 => {
+            errs.error(v.span, format!("{what} is too large for a 64-bit integer"));
+            None
+        }
         _ => {
             errs.error(v.span, format!("{what} must be a non-negative integer, found {}", v.kind.describe()));
             None
@@ -75,6 +81,10 @@ pub fn as_count(errs: &mut Diagnostics, v: &Value, what: &str) -> Option<usize> 
 pub fn as_number(errs: &mut Diagnostics, v: &Value, what: &str) -> Option<f64> {
     match v.kind {
         ValueKind::Number { value, .. } if value.is_finite() => Some(value),
+        ValueKind::Number { .. } => {
+            errs.error(v.span, format!("{what} is too large to be represented as a 64-bit float"));
+            None
+        }
         _ => {
             errs.error(v.span, format!("{what} must be a number, found {}", v.kind.describe()));
             None
@@ -82,13 +92,13 @@ pub fn as_number(errs: &mut Diagnostics, v: &Value, what: &str) -> Option<f64> {
     }
 }
 
-/// A list of non-negative integers.
-pub fn as_count_list(errs: &mut Diagnostics, v: &Value, what: &str) -> Option<Vec<usize>> {
+/// A list of non-negative integers; `what` names the list, `item` one entry.
+pub fn as_count_list(errs: &mut Diagnostics, v: &Value, what: &str, item: &str) -> Option<Vec<usize>> {
     let ValueKind::List(items) = &v.kind else {
         errs.error(v.span, format!("{what} must be a list of integers, found {}", v.kind.describe()));
         return None;
     };
-    let out: Vec<Option<usize>> = items.iter().map(|x| as_count(errs, x, what)).collect();
+    let out: Vec<Option<usize>> = items.iter().map(|x| as_count(errs, x, item)).collect();
     out.into_iter().collect()
 }
 

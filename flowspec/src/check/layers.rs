@@ -59,7 +59,7 @@ fn check_permute(errs: &mut Diagnostics, l: &ast::Layer, dim: usize, cols: &mut 
     let slots = bind(errs, "permute", &["order", "seed"], &l.args);
     match (slots[0], slots[1]) {
         (Some(v), None) => {
-            let order = as_count_list(errs, v, "a permutation")?;
+            let order = as_count_list(errs, v, "a permutation", "a permutation index")?;
             check_bijection(errs, &order, dim, v.span)?;
             permute(cols, order, PermuteHow::Explicit)
         }
@@ -194,7 +194,8 @@ fn explicit_mask(errs: &mut Diagnostics, items: &[Value], span: Span, dim: usize
         errs.error(span, format!("this mask has {} entries but the event has {dim} dimensions", items.len()));
         return None;
     }
-    items
+    // Every entry is looked at (collected first), so that each bad one is reported.
+    let entries: Vec<Option<bool>> = items
         .iter()
         .map(|v| match v.kind {
             ValueKind::Number { int: Some(0), .. } => Some(false),
@@ -204,7 +205,8 @@ fn explicit_mask(errs: &mut Diagnostics, items: &[Value], span: Span, dim: usize
                 None
             }
         })
-        .collect()
+        .collect();
+    entries.into_iter().collect()
 }
 
 /// `mlp([64, 64], relu)`, `mlp(hidden = [32], activation = leaky_relu(0.2))`, or the default.
@@ -224,7 +226,7 @@ fn check_net(errs: &mut Diagnostics, v: Option<&Value>, n_in: usize, n_out: usiz
 }
 
 fn check_hidden(errs: &mut Diagnostics, h: &Value) -> Option<Vec<usize>> {
-    let hidden = as_count_list(errs, h, "hidden sizes")?;
+    let hidden = as_count_list(errs, h, "hidden sizes", "a hidden size")?;
     if hidden.contains(&0) {
         errs.error(h.span, "a hidden size of zero leaves the conditioner with no units");
         return None;

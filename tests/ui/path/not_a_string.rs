@@ -1,0 +1,4 @@
+// `file = ` takes a string literal.
+flowspec_macros::flow!(file = specs::moons);
+
+fn main() {}
