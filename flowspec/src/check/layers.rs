@@ -239,9 +239,16 @@ fn check_activation(errs: &mut Diagnostics, v: &Value) -> Option<ir::Activation>
         errs.error(v.span, format!("an activation is one of {}, found {}", ACTIVATIONS.join(", "), v.kind.describe()));
         return None;
     };
+    // Non-negative only: the backward pass reads the derivative off the activation's output,
+    // which identifies the branch only when both branches keep the sign.
     let param = |errs: &mut Diagnostics, pname: &str, default: f64| -> Option<f64> {
         let s = bind(errs, name, &[pname], args);
-        s[0].map_or(Some(default), |p| as_number(errs, p, pname))
+        let v = s[0].map_or(Some(default), |p| as_number(errs, p, pname))?;
+        if v < 0.0 {
+            errs.error(s[0].map_or(span, |p| p.span), format!("the {pname} of `{name}` must not be negative"));
+            return None;
+        }
+        Some(v)
     };
     match name {
         "relu" | "tanh" => {

@@ -56,7 +56,10 @@ fn elementwise_transformer(errs: &mut Diagnostics, name: &str, s: &[Option<&Valu
         "exp" => Transformer::Exp,
         "log" => Transformer::Log,
         "piecewise_linear" => Transformer::PiecewiseLinear { bins: bins(errs, s[0])? },
-        "spline" => Transformer::RqSpline { bins: bins(errs, s[0])?, bound: spline_bound(errs, s[1])? },
+        "spline" => {
+            let (bins, bound) = (bins(errs, s[0]), spline_bound(errs, s[1]));
+            Transformer::RqSpline { bins: bins?, bound: bound? }
+        }
         _ => return None,
     })
 }
