@@ -28,7 +28,7 @@ pub struct TrainArgs {
     /// Which flow of the spec to train (default: the first).
     #[arg(long, value_name = "NAME")]
     flow: Option<String>,
-    /// A built-in dataset (moons) or a .csv / .npy file of rows (10% held out for testing).
+    /// A built-in dataset (moons, circles, eight_gaussians, checkerboard, spirals, digits) or a .csv / .npy file of rows (10% held out for testing).
     #[arg(long, default_value = "moons", value_name = "moons|FILE.csv|FILE.npy")]
     data: String,
     /// Optimizer steps, at most (training stops early when validation stops improving).

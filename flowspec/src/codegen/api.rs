@@ -101,7 +101,8 @@ fn gen_ctors(cx: &Ctx) -> TokenStream {
     };
     quote! {
         /// A new flow with seeded random conditioner weights. The last layer of every
-        /// conditioner is zero and actnorm starts as the identity, so the flow is the identity.
+        /// conditioner is zero and elementwise, actnorm and diagonal layers start as the
+        /// identity; `lu` and `orthogonal` layers start as rotations drawn from the spec's seed.
         pub fn new(seed: u64) -> Self {
             #[allow(unused_mut, unused_variables)]
             let mut __rng = __rt::rng_from_seed(seed);
