@@ -81,11 +81,7 @@ const VOCAB: &[&str] = &[
 fn config(cases: u32) -> Config {
     let env = |k: &str| std::env::var_os(k).is_some();
     Config {
-        cases: if env("PROPTEST_CASES") {
-            Config::default().cases
-        } else {
-            cases
-        },
+        cases: if env("PROPTEST_CASES") { Config::default().cases } else { cases },
         rng_seed: if env("PROPTEST_RNG_SEED") {
             Config::default().rng_seed
         } else {
@@ -153,7 +149,8 @@ fn check_inline(src: &str) {
     if out.contains("compile_error") {
         return;
     }
-    let file: syn::File = syn::parse_str(&out).unwrap_or_else(|e| panic!("expansion does not parse ({e}) for {src:?}"));
+    let file: syn::File = syn::parse_str(&out)
+        .unwrap_or_else(|e| panic!("expansion does not parse ({e}) for {src:?}"));
     let _ = prettyplease::unparse(&file);
 }
 
@@ -180,7 +177,11 @@ fn edit() -> impl Strategy<Value = Edit> {
         (at, printable).prop_map(|(at, bytes)| Edit::Insert { at, bytes }),
         (at, 1..10usize, bytes).prop_map(|(at, len, bytes)| Edit::Replace { at, len, bytes }),
         (at, 0..VOCAB.len()).prop_map(|(at, token)| Edit::Splice { at, token }),
-        (at, 1..12usize, 0..VOCAB.len()).prop_map(|(at, len, token)| Edit::SpliceOver { at, len, token }),
+        (at, 1..12usize, 0..VOCAB.len()).prop_map(|(at, len, token)| Edit::SpliceOver {
+            at,
+            len,
+            token
+        }),
         (at, 1..60usize).prop_map(|(at, len)| Edit::Duplicate { at, len }),
     ]
 }
@@ -227,9 +228,7 @@ fn mutate(src: &str, edits: &[Edit]) -> String {
 /// Sequences of language tokens, separated by spaces or nothing.
 fn token_soup() -> impl Strategy<Value = String> {
     prop::collection::vec((0..VOCAB.len(), any::<bool>()), 0..60).prop_map(|ts| {
-        ts.into_iter()
-            .map(|(t, sp)| format!("{}{}", VOCAB[t], if sp { " " } else { "" }))
-            .collect()
+        ts.into_iter().map(|(t, sp)| format!("{}{}", VOCAB[t], if sp { " " } else { "" })).collect()
     })
 }
 
@@ -263,17 +262,15 @@ proptest! {
 /// A random valid layer for an event of `dim` dimensions (couplings only when `dim >= 2`).
 fn valid_layer(dim: usize) -> impl Strategy<Value = String> {
     let mask = prop_oneof![
-        prop::sample::select(vec!["alternate", "alternate_flip", "halves", "halves_flip"]).prop_map(str::to_string),
+        prop::sample::select(vec!["alternate", "alternate_flip", "halves", "halves_flip"])
+            .prop_map(str::to_string),
         // An explicit mask with at least one 0 and one 1.
         (prop::collection::vec(any::<bool>(), dim), 0..dim.max(1)).prop_map(move |(mut m, i)| {
             m[i] = true;
             m[(i + 1) % dim] = false;
             format!(
                 "[{}]",
-                m.iter()
-                    .map(|&b| if b { "1" } else { "0" })
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                m.iter().map(|&b| if b { "1" } else { "0" }).collect::<Vec<_>>().join(", ")
             )
         }),
     ];
@@ -286,10 +283,7 @@ fn valid_layer(dim: usize) -> impl Strategy<Value = String> {
         "elu(alpha = 0.5)",
     ]);
     let net = (prop::collection::vec(1..9usize, 0..3), act).prop_map(|(h, a)| {
-        format!(
-            "mlp([{}], {a})",
-            h.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
-        )
+        format!("mlp([{}], {a})", h.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", "))
     });
     let order = Just((0..dim).collect::<Vec<usize>>()).prop_shuffle().prop_map(|o| {
         format!(
@@ -340,7 +334,8 @@ fn valid_spec() -> impl Strategy<Value = String> {
             for (layer, rep) in layers {
                 match rep {
                     0 => out.push_str(&format!("    repeat 2 {{ {layer} }}\n")),
-                    1 => out.push_str(&format!("    repeat 2 {{ repeat 2 {{ {layer} }} reverse; }}\n")),
+                    1 => out
+                        .push_str(&format!("    repeat 2 {{ repeat 2 {{ {layer} }} reverse; }}\n")),
                     _ => out.push_str(&format!("    {layer}\n")),
                 }
             }
@@ -405,11 +400,7 @@ fn the_real_specs_compile_and_expand_through_both_entry_points() {
 #[test]
 fn regressions() {
     let deep = |open: &str, close: &str, n: usize| {
-        format!(
-            "flow A {{ event [2]; permute(order = {}0{}); }}",
-            open.repeat(n),
-            close.repeat(n)
-        )
+        format!("flow A {{ event [2]; permute(order = {}0{}); }}", open.repeat(n), close.repeat(n))
     };
     let cases: Vec<String> = vec![
         // `repeat` with bodies that expand to nothing: was a loop of 10^26 iterations.

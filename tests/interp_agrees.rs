@@ -37,8 +37,15 @@ fn agree<F: Flow<Real = f64>>(spec: &str, mut gen: F) {
     verify::perturb(&mut int, 0.02, 2);
     assert_eq!(int.params(), gen.params(), "{}: after data_init", gen.name());
     let x = gen.sample(16, &mut rng);
-    let (sg, si) = (gen.sample(8, &mut flowspec_runtime::rng_from_seed(5)), int.sample(8, &mut flowspec_runtime::rng_from_seed(5)));
-    assert!(max_diff(sg.as_slice().unwrap(), si.as_slice().unwrap()) <= 1e-12, "{}: samples", gen.name());
+    let (sg, si) = (
+        gen.sample(8, &mut flowspec_runtime::rng_from_seed(5)),
+        int.sample(8, &mut flowspec_runtime::rng_from_seed(5)),
+    );
+    assert!(
+        max_diff(sg.as_slice().unwrap(), si.as_slice().unwrap()) <= 1e-12,
+        "{}: samples",
+        gen.name()
+    );
     let (zg, ldg) = gen.inverse(x.view());
     let (zi, ldi) = int.inverse(x.view());
     let (xg, _) = gen.forward(x.view());
@@ -85,7 +92,9 @@ fn layer_library_specs() {
 /// The f32 flow too: the same parameters and outputs in single precision.
 #[test]
 fn glow_like_f32() {
-    let src = std::fs::read_to_string(format!("{}/../specs/glow_like.flow", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let src =
+        std::fs::read_to_string(format!("{}/../specs/glow_like.flow", env!("CARGO_MANIFEST_DIR")))
+            .unwrap();
     let program = flowspec::compile(&src).unwrap();
     let ir = program.flows.iter().find(|f| f.name == "GlowLikeF32").unwrap();
     let mut int = Interp::<f32>::new(ir, 5);

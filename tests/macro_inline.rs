@@ -45,7 +45,8 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("flowspec-macro-inline-{}-{name}", std::process::id()));
+        let dir = std::env::temp_dir()
+            .join(format!("flowspec-macro-inline-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
@@ -81,20 +82,15 @@ fn points(n: usize, d: usize, seed: u64) -> Array2<f64> {
 
 /// The standard normal log-density of a row.
 fn std_normal(row: ArrayView1<f64>) -> f64 {
-    row.iter()
-        .map(|v| -0.5 * v * v - 0.5 * (2.0 * std::f64::consts::PI).ln())
-        .sum()
+    row.iter().map(|v| -0.5 * v * v - 0.5 * (2.0 * std::f64::consts::PI).ln()).sum()
 }
 
 /// Adds seeded noise of size `scale` to every parameter of an f32 flow (`verify::perturb` is
 /// for f64 flows).
 fn perturb32<F: Flow<Real = f32>>(flow: &mut F, scale: f32, seed: u64) {
     let mut rng = flowspec_runtime::rng_from_seed(seed);
-    let p: Vec<f32> = flow
-        .params()
-        .iter()
-        .map(|v| v + scale * (2.0 * rng.random::<f32>() - 1.0))
-        .collect();
+    let p: Vec<f32> =
+        flow.params().iter().map(|v| v + scale * (2.0 * rng.random::<f32>() - 1.0)).collect();
     flow.set_params(&p);
 }
 
@@ -180,7 +176,9 @@ fn per_sample_methods_agree_with_batch_methods() {
         let row: [f64; 3] = [x[[i, 0]], x[[i, 1]], x[[i, 2]]];
         assert!(close(flow.log_prob_one(&row), lp[i], 1e-12));
         let (zi, ldi) = flow.inverse_one(&row);
-        assert!(zi.iter().zip(z.row(i)).all(|(a, b)| close(*a, *b, 1e-12)) && close(ldi, ld[i], 1e-12));
+        assert!(
+            zi.iter().zip(z.row(i)).all(|(a, b)| close(*a, *b, 1e-12)) && close(ldi, ld[i], 1e-12)
+        );
         let (xi, ldf) = flow.forward_one(&zi);
         assert!(xi.iter().zip(row).all(|(a, b)| close(*a, b, 1e-9)), "{xi:?} vs {row:?}");
         assert!(close(ldf, -ldi, 1e-9) && close(ld_back[i], -ld[i], 1e-9));
@@ -189,10 +187,7 @@ fn per_sample_methods_agree_with_batch_methods() {
     // A sample drawn alone is the first of a batch drawn with the same generator.
     let one = flow.sample_one(&mut flowspec_runtime::rng_from_seed(9));
     let batch = flow.sample(4, &mut flowspec_runtime::rng_from_seed(9));
-    assert!(
-        one.iter().zip(batch.row(0)).all(|(a, b)| close(*a, *b, 1e-12)),
-        "{one:?} vs {batch}"
-    );
+    assert!(one.iter().zip(batch.row(0)).all(|(a, b)| close(*a, *b, 1e-12)), "{one:?} vs {batch}");
     let (s, slp) = flow.sample_and_log_prob(5, &mut flowspec_runtime::rng_from_seed(10));
     let lp = flow.log_prob(s.view());
     assert!(slp.iter().zip(&lp).all(|(a, b)| close(*a, *b, 1e-9)), "{slp} vs {lp}");
@@ -226,11 +221,7 @@ fn save_then_load_round_trips_exactly() {
     let path32 = dir.path("nice32.safetensors");
     nice.save(&path32).unwrap();
     let loaded = Nice32::load(&path32).unwrap();
-    assert!(nice
-        .params()
-        .iter()
-        .zip(loaded.params())
-        .all(|(x, y)| x.to_bits() == y.to_bits()));
+    assert!(nice.params().iter().zip(loaded.params()).all(|(x, y)| x.to_bits() == y.to_bits()));
 
     // Saving over an existing file replaces it and leaves no temporary file behind.
     let before = std::fs::read(&path).unwrap();

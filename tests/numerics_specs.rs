@@ -5,14 +5,6 @@
 use flowspec_runtime::verify;
 use flowspec_runtime::Flow;
 use flowspec_tests::specs::*;
-use ndarray::Array2;
-use rand::RngExt;
-
-/// A batch of points spread over a few units, where every layer is well conditioned.
-fn points(n: usize, d: usize, seed: u64) -> Array2<f64> {
-    let mut rng = flowspec_runtime::rng_from_seed(seed);
-    Array2::from_shape_fn((n, d), |_| 3.0 * rng.random::<f64>() - 1.5)
-}
 
 /// `scale` keeps the perturbed log-scales moderate: wide conditioners amplify it. The
 /// points are the flow's own samples, inside its support (some layers and bases are bounded).
@@ -53,7 +45,11 @@ fn nice_logistic() {
 
 #[test]
 fn nsf_moons() {
-    assert_eq!(NsfMoons::NUM_PARAMS, 23_132, "zuko's and nflows' C3 spline flow has 23,132 parameters");
+    assert_eq!(
+        NsfMoons::NUM_PARAMS,
+        23_132,
+        "zuko's and nflows' C3 spline flow has 23,132 parameters"
+    );
     check(NsfMoons::new(5), 0.05);
 }
 
@@ -88,7 +84,8 @@ fn every_spec_through_the_interpreter_in_f64() {
             continue;
         }
         let src = std::fs::read_to_string(&path).unwrap();
-        let program = flowspec::compile(&src).unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+        let program =
+            flowspec::compile(&src).unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
         for ir in &program.flows {
             let mut flow = flowspec::interp::Interp::<f64>::new(ir, 1);
             verify::perturb(&mut flow, 0.02, 13);
@@ -99,7 +96,10 @@ fn every_spec_through_the_interpreter_in_f64() {
             let x = flow.sample(6, &mut rng);
             let stride = (ir.num_params() / 2000).max(1);
             let r = verify::verify(&mut flow, x.view(), stride);
-            let ok = r.roundtrip < 1e-10 && r.logdet_consistency < 1e-10 && r.logdet_vs_jacobian < 1e-6 && r.grad_rel < 1e-5;
+            let ok = r.roundtrip < 1e-10
+                && r.logdet_consistency < 1e-10
+                && r.logdet_vs_jacobian < 1e-6
+                && r.grad_rel < 1e-5;
             assert!(ok, "{} / {}: {r:?}", path.display(), ir.name);
             seen += 1;
         }
@@ -118,7 +118,8 @@ fn every_spec_is_compiled_by_flow_macro() {
         .filter(|p| p.ends_with(".flow"))
         .collect();
     on_disk.sort();
-    let mut listed: Vec<String> = flowspec_tests::SPEC_FILES.iter().map(|s| s.to_string()).collect();
+    let mut listed: Vec<String> =
+        flowspec_tests::SPEC_FILES.iter().map(|s| s.to_string()).collect();
     listed.sort();
     assert_eq!(on_disk, listed, "add new specs to tests/lib.rs");
 }

@@ -16,9 +16,15 @@ fn realnvp_moons_matches_zuko() {
     let cfg = TrainConfig { steps: 6000, patience: 20, ..TrainConfig::default() };
     let report = train(&mut flow, moons.train.view(), &cfg, &mut |_| {}).expect("training runs");
     let test_nll = mean_nll(&flow, moons.test.view());
-    eprintln!("RealNVP moons: test NLL {test_nll:.4} nats, best val {:.4} at step {} of {}", report.best_val_nll, report.best_step, report.steps_run);
+    eprintln!(
+        "RealNVP moons: test NLL {test_nll:.4} nats, best val {:.4} at step {} of {}",
+        report.best_val_nll, report.best_step, report.steps_run
+    );
     assert!(test_nll < 1.25, "test NLL {test_nll} is not within 0.05 of zuko's 1.20");
-    assert!(test_nll > 1.10, "test NLL {test_nll} beats the true density (1.143): something is wrong");
+    assert!(
+        test_nll > 1.10,
+        "test NLL {test_nll} beats the true density (1.143): something is wrong"
+    );
 }
 
 /// The C3 neural spline flow (4 spline couplings, 8 bins, MLP [64, 64]) must reach a test NLL
@@ -31,7 +37,13 @@ fn nsf_moons_matches_nflows() {
     let cfg = TrainConfig { steps: 6000, patience: 20, ..TrainConfig::default() };
     let report = train(&mut flow, moons.train.view(), &cfg, &mut |_| {}).expect("training runs");
     let test_nll = mean_nll(&flow, moons.test.view());
-    eprintln!("NSF moons: test NLL {test_nll:.4} nats, best val {:.4} at step {} of {}", report.best_val_nll, report.best_step, report.steps_run);
+    eprintln!(
+        "NSF moons: test NLL {test_nll:.4} nats, best val {:.4} at step {} of {}",
+        report.best_val_nll, report.best_step, report.steps_run
+    );
     assert!(test_nll <= 1.180, "test NLL {test_nll} is worse than nflows' 1.180");
-    assert!(test_nll > 1.10, "test NLL {test_nll} beats the true density (1.143): something is wrong");
+    assert!(
+        test_nll > 1.10,
+        "test NLL {test_nll} beats the true density (1.143): something is wrong"
+    );
 }

@@ -43,7 +43,8 @@ fn generated_rust() {
         let program = compile_ok(path);
         let code = flowspec::codegen::expand_pretty(&program);
         // expand_pretty falls back to the raw tokens (with a comment) when they do not parse.
-        syn::parse_file(&code).unwrap_or_else(|e| panic!("{}: generated code does not parse: {e}", path.display()));
+        syn::parse_file(&code)
+            .unwrap_or_else(|e| panic!("{}: generated code does not parse: {e}", path.display()));
         assert!(!code.starts_with("// generated code does not parse"), "{code}");
         insta::assert_snapshot!(code);
     });
@@ -57,7 +58,9 @@ fn bad_specs() {
         let src = read(path);
         let name = path.file_name().unwrap().to_str().unwrap();
         let diags = match flowspec::compile(&src) {
-            Ok(_) => panic!("tests/bad/{name} compiles, but every spec in tests/bad/ must be rejected"),
+            Ok(_) => {
+                panic!("tests/bad/{name} compiles, but every spec in tests/bad/ must be rejected")
+            }
             Err(ds) => ds,
         };
         assert!(!diags.is_empty(), "tests/bad/{name}: an error without diagnostics");
@@ -68,7 +71,11 @@ fn bad_specs() {
                 d.span
             );
         }
-        insta::assert_snapshot!(flowspec::diag::render_all(&diags, &format!("tests/bad/{name}"), &src));
+        insta::assert_snapshot!(flowspec::diag::render_all(
+            &diags,
+            &format!("tests/bad/{name}"),
+            &src
+        ));
     });
     assert!(count >= 25, "only {count} bad specs found in tests/bad/");
 }

@@ -12,7 +12,10 @@
 //! `tests/bad/` as `../../../../tests/bad/...`, and `missing_file.stderr` shows that directory.
 //! Both assume the default target directory (no `CARGO_TARGET_DIR`), as in CI.
 
-#[rustversion::attr(not(stable(1.95)), ignore = "trybuild .stderr files were generated with rustc 1.95")]
+#[rustversion::attr(
+    not(stable(1.95)),
+    ignore = "trybuild .stderr files were generated with rustc 1.95"
+)]
 #[test]
 fn ui() {
     let t = trybuild::TestCases::new();

@@ -79,11 +79,17 @@ pub struct Value {
 #[derive(Clone, Debug, PartialEq)]
 pub enum ValueKind {
     /// A number as written; integers are also kept exactly.
-    Number { value: f64, int: Option<i64> },
+    Number {
+        value: f64,
+        int: Option<i64>,
+    },
     Str(String),
     Ident(String),
     List(Vec<Value>),
-    Call { name: Ident, args: Vec<Arg> },
+    Call {
+        name: Ident,
+        args: Vec<Arg>,
+    },
 }
 
 impl ValueKind {

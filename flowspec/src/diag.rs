@@ -74,17 +74,14 @@ pub fn render(d: &Diagnostic, file: &str, src: &str) -> String {
     let text = line_text(src, lc.line);
     let gutter = " ".repeat(lc.line.to_string().len());
     let end_lc = line_col(src, d.span.end);
-    let width = if end_lc.line == lc.line && end_lc.col > lc.col {
-        end_lc.col - lc.col
-    } else {
-        1
-    };
+    let width = if end_lc.line == lc.line && end_lc.col > lc.col { end_lc.col - lc.col } else { 1 };
     let mut out = String::new();
     let _ = writeln!(out, "error: {}", d.message);
     let _ = writeln!(out, "{gutter}--> {file}:{}:{}", lc.line, lc.col);
     let _ = writeln!(out, "{gutter} |");
     let _ = writeln!(out, "{} | {text}", lc.line);
-    let pad: String = text.chars().take(lc.col - 1).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
+    let pad: String =
+        text.chars().take(lc.col - 1).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
     let _ = writeln!(out, "{gutter} | {pad}{}", "^".repeat(width));
     for h in &d.help {
         let _ = writeln!(out, "{gutter} = help: {h}");

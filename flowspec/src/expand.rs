@@ -31,10 +31,15 @@ fn manifest_dir() -> PathBuf {
 fn file_arg(input: &TokenStream) -> Option<syn::Result<syn::LitStr>> {
     let mut it = input.clone().into_iter();
     match (it.next(), it.next()) {
-        (Some(TokenTree::Ident(i)), Some(TokenTree::Punct(p))) if i == "file" && p.as_char() == '=' => {
+        (Some(TokenTree::Ident(i)), Some(TokenTree::Punct(p)))
+            if i == "file" && p.as_char() == '=' =>
+        {
             let rest: TokenStream = it.collect();
             Some(syn::parse2::<syn::LitStr>(rest.clone()).map_err(|_| {
-                syn::Error::new_spanned(rest, "expected a string literal: `flow!(file = \"specs/my.flow\")`")
+                syn::Error::new_spanned(
+                    rest,
+                    "expected a string literal: `flow!(file = \"specs/my.flow\")`",
+                )
             }))
         }
         _ => None,
@@ -51,7 +56,10 @@ pub fn expand_file(lit: &syn::LitStr, root: &Path) -> TokenStream {
     let src = match std::fs::read_to_string(&path) {
         Ok(s) => s,
         Err(e) => {
-            return error_at(lit.span(), &format!("cannot read spec file `{rel}` (looked for {}): {e}", path.display()));
+            return error_at(
+                lit.span(),
+                &format!("cannot read spec file `{rel}` (looked for {}): {e}", path.display()),
+            );
         }
     };
     let tracked = path.to_string_lossy().into_owned();
@@ -109,7 +117,10 @@ impl Flattened {
         // An explicit stack of open groups, not recursion: the input's nesting is unbounded
         // (the grammar's limit is checked on the flattened text), and `[[[[...` tens of
         // thousands deep would overflow rustc's stack.
-        type Level = (std::iter::Peekable<proc_macro2::token_stream::IntoIter>, Option<(&'static str, Span)>);
+        type Level = (
+            std::iter::Peekable<proc_macro2::token_stream::IntoIter>,
+            Option<(&'static str, Span)>,
+        );
         let mut stack: Vec<Level> = vec![(input.into_iter().peekable(), None)];
         while let Some((it, _)) = stack.last_mut() {
             let Some(tt) = it.next() else {
@@ -153,14 +164,19 @@ impl Flattened {
 
     /// A compile error covering the tokens of the diagnostic's span.
     pub fn error(&self, d: &Diagnostic) -> TokenStream {
-        let hit = |&&(s, e, _): &&(usize, usize, Span)| e > d.span.start && s < d.span.end.max(d.span.start + 1);
+        let hit = |&&(s, e, _): &&(usize, usize, Span)| {
+            e > d.span.start && s < d.span.end.max(d.span.start + 1)
+        };
         let first = self.pieces.iter().find(hit).or(self.pieces.last());
         let last = self.pieces.iter().rev().find(hit).or(first);
         let (Some(&(_, _, a)), Some(&(_, _, b))) = (first, last) else {
             let msg = d.message_with_help();
-            return quote!(::core::compile_error!{ #msg });
+            return quote!(::core::compile_error! { #msg });
         };
-        let range: TokenStream = [Ident::new("__a", a), Ident::new("__b", b)].into_iter().map(TokenTree::Ident).collect();
+        let range: TokenStream = [Ident::new("__a", a), Ident::new("__b", b)]
+            .into_iter()
+            .map(TokenTree::Ident)
+            .collect();
         syn::Error::new_spanned(range, d.message_with_help()).to_compile_error()
     }
 }
@@ -176,7 +192,9 @@ fn doc_text(tt: &TokenTree) -> Option<String> {
         return None;
     }
     match nv.value {
-        syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => Some(s.value().replace('\n', " ")),
+        syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => {
+            Some(s.value().replace('\n', " "))
+        }
         _ => None,
     }
 }

@@ -36,11 +36,16 @@ pub enum Base {
     /// The standard logistic per dimension (NICE).
     Logistic,
     /// Uniform on `[a, b]^D`.
-    Uniform { a: f64, b: f64 },
+    Uniform {
+        a: f64,
+        b: f64,
+    },
     /// A normal with learnable per-dimension location and log-scale.
     DiagNormal,
     /// A mixture of `k` diagonal Gaussians with learnable weights, means and scales.
-    Mixture { k: usize },
+    Mixture {
+        k: usize,
+    },
 }
 
 impl Base {
@@ -69,17 +74,28 @@ impl Base {
 pub enum Transformer {
     /// `t(x) = x * exp(log_scale) + shift`.
     Affine,
-    LeakyRelu { slope: f64 },
+    LeakyRelu {
+        slope: f64,
+    },
     /// `t(z) = (sigmoid(z) - alpha) / (1 - 2 alpha)`: onto (0, 1).
-    Sigmoid { alpha: f64 },
+    Sigmoid {
+        alpha: f64,
+    },
     /// `t(z) = logit(alpha + (1 - 2 alpha) z)`: from [0, 1].
-    Logit { alpha: f64 },
+    Logit {
+        alpha: f64,
+    },
     Exp,
     Log,
     /// The notes' piecewise-linear map of [0, 1] with `bins` equal bins.
-    PiecewiseLinear { bins: usize },
+    PiecewiseLinear {
+        bins: usize,
+    },
     /// Rational-quadratic spline on [-bound, bound], identity outside.
-    RqSpline { bins: usize, bound: f64 },
+    RqSpline {
+        bins: usize,
+        bound: f64,
+    },
 }
 
 impl Transformer {
@@ -114,9 +130,14 @@ pub enum LinearKind {
     Diagonal,
     LowerTriangular,
     /// Glow's `P L U`, initialised from a random rotation drawn with `seed`.
-    Lu { seed: u64 },
+    Lu {
+        seed: u64,
+    },
     /// A product of `reflections` Householder reflections, drawn with `seed`.
-    Householder { reflections: usize, seed: u64 },
+    Householder {
+        reflections: usize,
+        seed: u64,
+    },
 }
 
 impl LinearKind {
@@ -148,7 +169,9 @@ pub struct Mlp {
 impl Mlp {
     pub fn num_params(&self) -> usize {
         // Saturating: `check` rejects flows past `check::MAX_PARAMS`, whose counts may overflow.
-        self.sizes.windows(2).fold(0usize, |n, w| n.saturating_add(w[0].saturating_mul(w[1]).saturating_add(w[1])))
+        self.sizes
+            .windows(2)
+            .fold(0usize, |n, w| n.saturating_add(w[0].saturating_mul(w[1]).saturating_add(w[1])))
     }
 }
 
@@ -230,9 +253,9 @@ impl Layer {
             LayerKind::AffineCoupling { .. }
             | LayerKind::AdditiveCoupling { .. }
             | LayerKind::TransformerCoupling { .. } => Jacobian::BlockTriangular,
-            LayerKind::Rescale { .. } | LayerKind::ActNorm { .. } | LayerKind::Elementwise { .. } => {
-                Jacobian::Diagonal
-            }
+            LayerKind::Rescale { .. }
+            | LayerKind::ActNorm { .. }
+            | LayerKind::Elementwise { .. } => Jacobian::Diagonal,
             LayerKind::Linear { kind: LinearKind::Diagonal, .. } => Jacobian::Diagonal,
             LayerKind::Linear { kind: LinearKind::LowerTriangular, .. } => Jacobian::Triangular,
             LayerKind::Linear { .. } => Jacobian::Dense,
@@ -292,7 +315,15 @@ impl Flow {
     /// The architecture as text: name, shapes, dtype, base, layers with their column sets.
     pub fn canonical(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "flow {} event {:?} dim {} dtype {} base {}", self.name, self.event, self.dim, self.dtype.name(), self.base.describe());
+        let _ = writeln!(
+            s,
+            "flow {} event {:?} dim {} dtype {} base {}",
+            self.name,
+            self.event,
+            self.dim,
+            self.dtype.name(),
+            self.base.describe()
+        );
         for (i, l) in self.layers.iter().enumerate() {
             let _ = writeln!(s, "  {i}: {}", describe_kind(&l.kind));
         }
@@ -310,7 +341,8 @@ impl Flow {
             let _ = writeln!(s, "/// {d}");
         }
         s.push_str(&self.canonical());
-        let _ = writeln!(s, "  params {}  fingerprint {:016x}", self.num_params(), self.fingerprint());
+        let _ =
+            writeln!(s, "  params {}  fingerprint {:016x}", self.num_params(), self.fingerprint());
         s
     }
 }
@@ -318,7 +350,10 @@ impl Flow {
 fn describe_kind(k: &LayerKind) -> String {
     match k {
         LayerKind::AffineCoupling { cond, trans, net, bound } => {
-            format!("affine_coupling cond {cond:?} trans {trans:?} net {} bound {bound}", describe_mlp(net))
+            format!(
+                "affine_coupling cond {cond:?} trans {trans:?} net {} bound {bound}",
+                describe_mlp(net)
+            )
         }
         LayerKind::AdditiveCoupling { cond, trans, net } => {
             format!("additive_coupling cond {cond:?} trans {trans:?} net {}", describe_mlp(net))

@@ -43,9 +43,7 @@ mod tests {
     #[test]
     fn repeated_causes_are_shown_once() {
         let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
-        let e = Err::<(), _>(io)
-            .context("w.bin: gone")
-            .context("cannot load");
+        let e = Err::<(), _>(io).context("w.bin: gone").context("cannot load");
         assert_eq!(one_line(&e.unwrap_err()), "cannot load: w.bin: gone");
         let e = anyhow::anyhow!("inner").context("outer");
         assert_eq!(one_line(&e), "outer: inner");

@@ -69,7 +69,10 @@ fn syntax_error(src: &str, e: pest::error::Error<Rule>) -> Diagnostic {
     if let Some(a) = e.parse_attempts().filter(|a| a.max_position >= start) {
         let tokens: Vec<String> = a.expected_tokens().iter().map(|t| t.to_string()).collect();
         let at = a.max_position;
-        let after_word = src.get(..at).and_then(|s| s.chars().next_back()).is_some_and(|c| c.is_alphanumeric() || c == '_');
+        let after_word = src
+            .get(..at)
+            .and_then(|s| s.chars().next_back())
+            .is_some_and(|c| c.is_alphanumeric() || c == '_');
         let mut toks = expected_tokens(&tokens, after_word);
         // The end of the input is no token; pest names it among its positives.
         let eoi = matches!(&e.variant, pest::error::ErrorVariant::ParsingError { positives, .. } if positives.contains(&Rule::EOI));
@@ -78,7 +81,8 @@ fn syntax_error(src: &str, e: pest::error::Error<Rule>) -> Diagnostic {
         }
         if !toks.is_empty() {
             let refs: Vec<&str> = toks.iter().map(String::as_str).collect();
-            let message = format!("syntax error: expected {}, found {}", join_or(&refs), found_text(src, at));
+            let message =
+                format!("syntax error: expected {}, found {}", join_or(&refs), found_text(src, at));
             return Diagnostic::new(found_span(src, at), message);
         }
     }
@@ -115,7 +119,14 @@ fn expected_tokens(tokens: &[String], after_word: bool) -> Vec<String> {
             "-" | "0..9" => Some("a number".to_string()),
             "\"" => Some("a string".to_string()),
             // Whitespace and comments may go anywhere; saying so is noise.
-            t if t.trim().is_empty() || t == "//" || t == "///" || t.contains("..") || t == "BUILTIN_RULE" => None,
+            t if t.trim().is_empty()
+                || t == "//"
+                || t == "///"
+                || t.contains("..")
+                || t == "BUILTIN_RULE" =>
+            {
+                None
+            }
             t => Some(format!("`{t}`")),
         })
         .collect();
@@ -145,7 +156,11 @@ fn found_span(src: &str, at: usize) -> Span {
         let end = src.trim_end().len();
         return Span::new(end, end);
     }
-    let word = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').map(char::len_utf8).sum::<usize>();
+    let word = rest
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .map(char::len_utf8)
+        .sum::<usize>();
     if word > 0 {
         Span::new(at, at + word)
     } else {
@@ -240,7 +255,13 @@ fn event(p: Pair<Rule>) -> Item {
 /// rejects as too large; negative ones, fractions and exponents become -1, which every check
 /// rejects as not a positive integer.
 fn int_of(s: &str) -> i64 {
-    s.parse::<i64>().unwrap_or_else(|_| if s.bytes().all(|b| b.is_ascii_digit()) { i64::MAX } else { -1 })
+    s.parse::<i64>().unwrap_or_else(|_| {
+        if s.bytes().all(|b| b.is_ascii_digit()) {
+            i64::MAX
+        } else {
+            -1
+        }
+    })
 }
 
 fn repeat(p: Pair<Rule>) -> Repeat {

@@ -100,7 +100,9 @@ pub trait Flow: Send + Sync {
     /// Names and shapes of the parameter tensors, in the canonical order.
     fn param_specs(&self) -> Vec<ParamSpec> {
         let mut out = Vec::new();
-        self.visit_params(&mut |name, shape, _| out.push(ParamSpec { name, shape: shape.to_vec() }));
+        self.visit_params(&mut |name, shape, _| {
+            out.push(ParamSpec { name, shape: shape.to_vec() })
+        });
         out
     }
 }

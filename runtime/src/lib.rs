@@ -50,10 +50,10 @@ pub mod __private {
     pub use crate::base;
     pub use crate::flow::{Flow, ParamSpec};
     pub use crate::layers;
-    pub use crate::transform;
     pub use crate::nn;
     pub use crate::params::{ParamVec, Params};
     pub use crate::real::Real;
+    pub use crate::transform;
     pub use crate::{io, rng_from_seed, FlowRng, IoError};
     pub use ndarray;
     pub use rand;

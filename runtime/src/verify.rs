@@ -49,7 +49,11 @@ fn max_abs_diff(a: ArrayView2<f64>, b: ArrayView2<f64>) -> f64 {
 }
 
 /// Max over rows of |ld - ln|det J||, J by central differences of `inverse` (step h).
-pub fn logdet_vs_jacobian<F: Flow<Real = f64> + ?Sized>(flow: &F, x: ArrayView2<f64>, h: f64) -> f64 {
+pub fn logdet_vs_jacobian<F: Flow<Real = f64> + ?Sized>(
+    flow: &F,
+    x: ArrayView2<f64>,
+    h: f64,
+) -> f64 {
     let d = flow.dim();
     let (_, ld) = flow.inverse(x);
     let mut worst = 0.0f64;
@@ -62,7 +66,8 @@ pub fn logdet_vs_jacobian<F: Flow<Real = f64> + ?Sized>(flow: &F, x: ArrayView2<
             pts[[2 * j + 1, j]] -= h;
         }
         let (z, _) = flow.inverse(pts.view());
-        let jac = Array2::from_shape_fn((d, d), |(i, j)| (z[[2 * j, i]] - z[[2 * j + 1, i]]) / (2.0 * h));
+        let jac =
+            Array2::from_shape_fn((d, d), |(i, j)| (z[[2 * j, i]] - z[[2 * j + 1, i]]) / (2.0 * h));
         worst = worst.max((ln_abs_det(jac) - ld[r]).abs());
     }
     worst
@@ -94,7 +99,12 @@ pub fn ln_abs_det(mut a: Array2<f64>) -> f64 {
 
 /// Max relative error of `nll_and_grad` against central differences of the mean NLL, over
 /// every parameter (or every `stride`-th one), with error relative to max(|g|, floor).
-pub fn grad_error<F: Flow<Real = f64> + ?Sized>(flow: &mut F, x: ArrayView2<f64>, h: f64, stride: usize) -> (f64, usize) {
+pub fn grad_error<F: Flow<Real = f64> + ?Sized>(
+    flow: &mut F,
+    x: ArrayView2<f64>,
+    h: f64,
+    stride: usize,
+) -> (f64, usize) {
     let (_, grad) = flow.nll_and_grad(x);
     let mut p = flow.params();
     let (mut worst, mut checked) = (0.0f64, 0);
@@ -116,9 +126,19 @@ pub fn grad_error<F: Flow<Real = f64> + ?Sized>(flow: &mut F, x: ArrayView2<f64>
 }
 
 /// All checks on `x` (rows inside the data's support).
-pub fn verify<F: Flow<Real = f64> + ?Sized>(flow: &mut F, x: ArrayView2<f64>, grad_stride: usize) -> Report {
+pub fn verify<F: Flow<Real = f64> + ?Sized>(
+    flow: &mut F,
+    x: ArrayView2<f64>,
+    grad_stride: usize,
+) -> Report {
     let (rt, ldc) = roundtrip(flow, x);
     let ldj = logdet_vs_jacobian(flow, x, 1e-5);
     let (g, n) = grad_error(flow, x, 1e-5, grad_stride);
-    Report { roundtrip: rt, logdet_consistency: ldc, logdet_vs_jacobian: ldj, grad_rel: g, params_checked: n }
+    Report {
+        roundtrip: rt,
+        logdet_consistency: ldc,
+        logdet_vs_jacobian: ldj,
+        grad_rel: g,
+        params_checked: n,
+    }
 }

@@ -39,7 +39,10 @@ pub fn bind<'a>(
             },
         };
         if slots[index].is_some() {
-            errs.error(a.span(), format!("argument `{}` of `{what}` is given twice", params[index]));
+            errs.error(
+                a.span(),
+                format!("argument `{}` of `{what}` is given twice", params[index]),
+            );
         } else {
             slots[index] = Some(&a.value);
         }
@@ -51,15 +54,24 @@ fn too_many(what: &str, params: &[&str], span: Span) -> Diagnostic {
     if params.is_empty() {
         Diagnostic::new(span, format!("`{what}` takes no arguments"))
     } else {
-        Diagnostic::new(span, format!("too many arguments for `{what}`; it takes {}", params.join(", ")))
+        Diagnostic::new(
+            span,
+            format!("too many arguments for `{what}`; it takes {}", params.join(", ")),
+        )
     }
 }
 
 fn unknown_arg(what: &str, params: &[&str], name: &str, span: Span) -> Diagnostic {
     if params.is_empty() {
-        return Diagnostic::new(span, format!("unknown argument `{name}`: `{what}` takes no arguments"));
+        return Diagnostic::new(
+            span,
+            format!("unknown argument `{name}`: `{what}` takes no arguments"),
+        );
     }
-    Diagnostic::new(span, format!("unknown argument `{name}` for `{what}`; known arguments: {}", params.join(", ")))
+    Diagnostic::new(
+        span,
+        format!("unknown argument `{name}` for `{what}`; known arguments: {}", params.join(", ")),
+    )
 }
 
 /// A non-negative integer that fits in usize.
@@ -71,7 +83,10 @@ pub fn as_count(errs: &mut Diagnostics, v: &Value, what: &str) -> Option<usize> 
             None
         }
         _ => {
-            errs.error(v.span, format!("{what} must be a non-negative integer, found {}", v.kind.describe()));
+            errs.error(
+                v.span,
+                format!("{what} must be a non-negative integer, found {}", v.kind.describe()),
+            );
             None
         }
     }
@@ -93,9 +108,17 @@ pub fn as_number(errs: &mut Diagnostics, v: &Value, what: &str) -> Option<f64> {
 }
 
 /// A list of non-negative integers; `what` names the list, `item` one entry.
-pub fn as_count_list(errs: &mut Diagnostics, v: &Value, what: &str, item: &str) -> Option<Vec<usize>> {
+pub fn as_count_list(
+    errs: &mut Diagnostics,
+    v: &Value,
+    what: &str,
+    item: &str,
+) -> Option<Vec<usize>> {
     let ValueKind::List(items) = &v.kind else {
-        errs.error(v.span, format!("{what} must be a list of integers, found {}", v.kind.describe()));
+        errs.error(
+            v.span,
+            format!("{what} must be a list of integers, found {}", v.kind.describe()),
+        );
         return None;
     };
     let out: Vec<Option<usize>> = items.iter().map(|x| as_count(errs, x, item)).collect();

@@ -19,13 +19,27 @@ pub const DEFAULT_BOUND: f64 = 6.907755278982137;
 pub const DEFAULT_HIDDEN: [usize; 2] = [64, 64];
 
 /// `first`: no layer comes before this one (where the data enter).
-pub fn check_layer(errs: &mut Diagnostics, l: &ast::Layer, dim: usize, cols: &mut Vec<usize>, first: bool) -> Option<ir::Layer> {
+pub fn check_layer(
+    errs: &mut Diagnostics,
+    l: &ast::Layer,
+    dim: usize,
+    cols: &mut Vec<usize>,
+    first: bool,
+) -> Option<ir::Layer> {
     let (label, kind) = match l.kind.name.as_str() {
         "affine_coupling" => ("affine_coupling", check_affine(errs, l, dim, cols)?),
         "additive_coupling" => ("additive_coupling", check_additive(errs, l, dim, cols)?),
-        "rescale" => ("rescale", no_args(errs, l).map(|_| LayerKind::Rescale { cols: cols.clone() })?),
-        "actnorm" => ("actnorm", no_args(errs, l).map(|_| LayerKind::ActNorm { cols: cols.clone() })?),
-        "reverse" => ("reverse", no_args(errs, l).and_then(|_| permute(cols, (0..dim).rev().collect(), PermuteHow::Reverse))?),
+        "rescale" => {
+            ("rescale", no_args(errs, l).map(|_| LayerKind::Rescale { cols: cols.clone() })?)
+        }
+        "actnorm" => {
+            ("actnorm", no_args(errs, l).map(|_| LayerKind::ActNorm { cols: cols.clone() })?)
+        }
+        "reverse" => (
+            "reverse",
+            no_args(errs, l)
+                .and_then(|_| permute(cols, (0..dim).rev().collect(), PermuteHow::Reverse))?,
+        ),
         "permute" => ("permute", check_permute(errs, l, dim, cols)?),
         other => match super::library::check_library_layer(errs, l, dim, cols, first) {
             Some(checked) => checked?,
@@ -39,8 +53,11 @@ pub fn check_layer(errs: &mut Diagnostics, l: &ast::Layer, dim: usize, cols: &mu
 }
 
 fn unknown_layer(name: &str, span: Span) -> Diagnostic {
-    Diagnostic::new(span, format!("unknown layer kind `{name}`"))
-        .with_help(format!("known layer kinds: {}, {}", LAYER_KINDS.join(", "), super::library::LIBRARY_KINDS.join(", ")))
+    Diagnostic::new(span, format!("unknown layer kind `{name}`")).with_help(format!(
+        "known layer kinds: {}, {}",
+        LAYER_KINDS.join(", "),
+        super::library::LIBRARY_KINDS.join(", ")
+    ))
 }
 
 fn no_args(errs: &mut Diagnostics, l: &ast::Layer) -> Option<()> {
@@ -55,7 +72,12 @@ fn permute(cols: &mut Vec<usize>, order: Vec<usize>, how: PermuteHow) -> Option<
     Some(LayerKind::Permute { order, how })
 }
 
-fn check_permute(errs: &mut Diagnostics, l: &ast::Layer, dim: usize, cols: &mut Vec<usize>) -> Option<LayerKind> {
+fn check_permute(
+    errs: &mut Diagnostics,
+    l: &ast::Layer,
+    dim: usize,
+    cols: &mut Vec<usize>,
+) -> Option<LayerKind> {
     let slots = bind(errs, "permute", &["order", "seed"], &l.args);
     match (slots[0], slots[1]) {
         (Some(v), None) => {
@@ -76,7 +98,8 @@ fn check_permute(errs: &mut Diagnostics, l: &ast::Layer, dim: usize, cols: &mut 
 
 fn check_bijection(errs: &mut Diagnostics, order: &[usize], dim: usize, span: Span) -> Option<()> {
     let mut seen = vec![false; dim];
-    let ok = order.len() == dim && order.iter().all(|&i| i < dim && !std::mem::replace(&mut seen[i], true));
+    let ok = order.len() == dim
+        && order.iter().all(|&i| i < dim && !std::mem::replace(&mut seen[i], true));
     if ok {
         return Some(());
     }
@@ -131,7 +154,12 @@ pub(super) fn coupling_common(
     (!mask.is_empty()).then_some((cond, trans, net))
 }
 
-fn check_affine(errs: &mut Diagnostics, l: &ast::Layer, dim: usize, cols: &mut Vec<usize>) -> Option<LayerKind> {
+fn check_affine(
+    errs: &mut Diagnostics,
+    l: &ast::Layer,
+    dim: usize,
+    cols: &mut Vec<usize>,
+) -> Option<LayerKind> {
     let s = bind(errs, "affine_coupling", &["mask", "net", "bound"], &l.args);
     let bound = s[2].map_or(Some(DEFAULT_BOUND), |v| check_bound(errs, v));
     let (cond, trans, net) = coupling_common(errs, l, s[0], s[1], dim, cols, 2)?;
@@ -147,20 +175,37 @@ fn check_bound(errs: &mut Diagnostics, v: &Value) -> Option<f64> {
     Some(b)
 }
 
-fn check_additive(errs: &mut Diagnostics, l: &ast::Layer, dim: usize, cols: &mut Vec<usize>) -> Option<LayerKind> {
+fn check_additive(
+    errs: &mut Diagnostics,
+    l: &ast::Layer,
+    dim: usize,
+    cols: &mut Vec<usize>,
+) -> Option<LayerKind> {
     let s = bind(errs, "additive_coupling", &["mask", "net"], &l.args);
     let (cond, trans, net) = coupling_common(errs, l, s[0], s[1], dim, cols, 1)?;
     Some(LayerKind::AdditiveCoupling { cond, trans, net })
 }
 
 /// A mask over logical dimensions: true = transformed, false = conditioning (nflows' convention).
-fn check_mask(errs: &mut Diagnostics, v: Option<&Value>, layer: Span, dim: usize) -> Option<Vec<bool>> {
+fn check_mask(
+    errs: &mut Diagnostics,
+    v: Option<&Value>,
+    layer: Span,
+    dim: usize,
+) -> Option<Vec<bool>> {
     let (mask, span): (Vec<bool>, Span) = match v.map(|v| (&v.kind, v.span)) {
         None => ((0..dim).map(|i| i % 2 == 1).collect(), layer),
         Some((ValueKind::Ident(name), span)) => (named_mask(errs, name, span, dim)?, span),
         Some((ValueKind::List(items), span)) => (explicit_mask(errs, items, span, dim)?, span),
         Some((other, span)) => {
-            errs.error(span, format!("a mask is one of {} or a list of 0s and 1s, found {}", MASKS.join(", "), other.describe()));
+            errs.error(
+                span,
+                format!(
+                    "a mask is one of {} or a list of 0s and 1s, found {}",
+                    MASKS.join(", "),
+                    other.describe()
+                ),
+            );
             return None;
         }
     };
@@ -183,15 +228,29 @@ fn named_mask(errs: &mut Diagnostics, name: &str, span: Span, dim: usize) -> Opt
         "halves" => (0..dim).map(|i| i >= half).collect(),
         "halves_flip" => (0..dim).map(|i| i < half).collect(),
         _ => {
-            errs.error(span, format!("unknown mask `{name}`; known masks: {}, or a list of 0s and 1s", MASKS.join(", ")));
+            errs.error(
+                span,
+                format!(
+                    "unknown mask `{name}`; known masks: {}, or a list of 0s and 1s",
+                    MASKS.join(", ")
+                ),
+            );
             return None;
         }
     })
 }
 
-fn explicit_mask(errs: &mut Diagnostics, items: &[Value], span: Span, dim: usize) -> Option<Vec<bool>> {
+fn explicit_mask(
+    errs: &mut Diagnostics,
+    items: &[Value],
+    span: Span,
+    dim: usize,
+) -> Option<Vec<bool>> {
     if items.len() != dim {
-        errs.error(span, format!("this mask has {} entries but the event has {dim} dimensions", items.len()));
+        errs.error(
+            span,
+            format!("this mask has {} entries but the event has {dim} dimensions", items.len()),
+        );
         return None;
     }
     // Every entry is looked at (collected first), so that each bad one is reported.
@@ -201,7 +260,13 @@ fn explicit_mask(errs: &mut Diagnostics, items: &[Value], span: Span, dim: usize
             ValueKind::Number { int: Some(0), .. } => Some(false),
             ValueKind::Number { int: Some(1), .. } => Some(true),
             _ => {
-                errs.error(v.span, format!("mask entries must be 0 (condition) or 1 (transform), found {}", v.kind.describe()));
+                errs.error(
+                    v.span,
+                    format!(
+                        "mask entries must be 0 (condition) or 1 (transform), found {}",
+                        v.kind.describe()
+                    ),
+                );
                 None
             }
         })
@@ -210,13 +275,24 @@ fn explicit_mask(errs: &mut Diagnostics, items: &[Value], span: Span, dim: usize
 }
 
 /// `mlp([64, 64], relu)`, `mlp(hidden = [32], activation = leaky_relu(0.2))`, or the default.
-fn check_net(errs: &mut Diagnostics, v: Option<&Value>, n_in: usize, n_out: usize) -> Option<ir::Mlp> {
+fn check_net(
+    errs: &mut Diagnostics,
+    v: Option<&Value>,
+    n_in: usize,
+    n_out: usize,
+) -> Option<ir::Mlp> {
     let Some(v) = v else {
         let sizes = [vec![n_in], DEFAULT_HIDDEN.to_vec(), vec![n_out]].concat();
         return Some(ir::Mlp { sizes, act: ir::Activation::Relu });
     };
     let Some(("mlp", _, args)) = as_call(v) else {
-        errs.error(v.span, format!("a conditioner is `mlp(hidden = [..], activation = ..)`, found {}", v.kind.describe()));
+        errs.error(
+            v.span,
+            format!(
+                "a conditioner is `mlp(hidden = [..], activation = ..)`, found {}",
+                v.kind.describe()
+            ),
+        );
         return None;
     };
     let s = bind(errs, "mlp", &["hidden", "activation"], args);
@@ -236,7 +312,14 @@ fn check_hidden(errs: &mut Diagnostics, h: &Value) -> Option<Vec<usize>> {
 
 fn check_activation(errs: &mut Diagnostics, v: &Value) -> Option<ir::Activation> {
     let Some((name, span, args)) = as_call(v) else {
-        errs.error(v.span, format!("an activation is one of {}, found {}", ACTIVATIONS.join(", "), v.kind.describe()));
+        errs.error(
+            v.span,
+            format!(
+                "an activation is one of {}, found {}",
+                ACTIVATIONS.join(", "),
+                v.kind.describe()
+            ),
+        );
         return None;
     };
     // Non-negative only: the backward pass reads the derivative off the activation's output,
@@ -245,7 +328,10 @@ fn check_activation(errs: &mut Diagnostics, v: &Value) -> Option<ir::Activation>
         let s = bind(errs, name, &[pname], args);
         let v = s[0].map_or(Some(default), |p| as_number(errs, p, pname))?;
         if v < 0.0 {
-            errs.error(s[0].map_or(span, |p| p.span), format!("the {pname} of `{name}` must not be negative"));
+            errs.error(
+                s[0].map_or(span, |p| p.span),
+                format!("the {pname} of `{name}` must not be negative"),
+            );
             return None;
         }
         Some(v)
@@ -254,12 +340,22 @@ fn check_activation(errs: &mut Diagnostics, v: &Value) -> Option<ir::Activation>
         "relu" | "tanh" => {
             let before = errs.len();
             bind(errs, name, &[], args);
-            (errs.len() == before).then_some(if name == "relu" { ir::Activation::Relu } else { ir::Activation::Tanh })
+            (errs.len() == before).then_some(if name == "relu" {
+                ir::Activation::Relu
+            } else {
+                ir::Activation::Tanh
+            })
         }
         "leaky_relu" => param(errs, "slope", 0.01).map(ir::Activation::LeakyRelu),
         "elu" => param(errs, "alpha", 1.0).map(ir::Activation::Elu),
         _ => {
-            errs.error(span, format!("unknown activation `{name}`; known activations: {}", ACTIVATIONS.join(", ")));
+            errs.error(
+                span,
+                format!(
+                    "unknown activation `{name}`; known activations: {}",
+                    ACTIVATIONS.join(", ")
+                ),
+            );
             None
         }
     }

@@ -12,8 +12,20 @@ use crate::ir::{self, LayerKind, LinearKind, ParamTensor, Transformer};
 use crate::span::Span;
 
 pub const LIBRARY_KINDS: &[&str] = &[
-    "affine", "leaky_relu", "sigmoid", "logit", "exp", "log", "piecewise_linear", "spline",
-    "diagonal", "triangular", "lu", "orthogonal", "spline_coupling", "piecewise_linear_coupling",
+    "affine",
+    "leaky_relu",
+    "sigmoid",
+    "logit",
+    "exp",
+    "log",
+    "piecewise_linear",
+    "spline",
+    "diagonal",
+    "triangular",
+    "lu",
+    "orthogonal",
+    "spline_coupling",
+    "piecewise_linear_coupling",
     "dequantize",
 ];
 pub const DEFAULT_BINS: usize = 8;
@@ -30,7 +42,9 @@ pub fn check_library_layer(
     let name = LIBRARY_KINDS.iter().copied().find(|k| *k == l.kind.name)?;
     let kind = match name {
         "diagonal" | "triangular" | "lu" | "orthogonal" => check_linear(errs, l, name, dim, cols),
-        "spline_coupling" | "piecewise_linear_coupling" => check_tr_coupling(errs, l, name, dim, cols),
+        "spline_coupling" | "piecewise_linear_coupling" => {
+            check_tr_coupling(errs, l, name, dim, cols)
+        }
         "dequantize" => check_dequantize(errs, l, cols, first),
         _ => check_elementwise(errs, l, name, cols),
     };
@@ -38,7 +52,11 @@ pub fn check_library_layer(
 }
 
 /// The transformer of an elementwise layer, its arguments (beyond raw parameter tensors).
-fn elementwise_transformer(errs: &mut Diagnostics, name: &str, s: &[Option<&Value>]) -> Option<Transformer> {
+fn elementwise_transformer(
+    errs: &mut Diagnostics,
+    name: &str,
+    s: &[Option<&Value>],
+) -> Option<Transformer> {
     let num = |errs: &mut Diagnostics, i: usize, what: &str, default: f64| -> Option<f64> {
         s.get(i).copied().flatten().map_or(Some(default), |v| as_number(errs, v, what))
     };
@@ -51,7 +69,11 @@ fn elementwise_transformer(errs: &mut Diagnostics, name: &str, s: &[Option<&Valu
         "sigmoid" | "logit" => {
             let a = num(errs, 0, "alpha", 0.0)?;
             let alpha = alpha(errs, s[0], a)?;
-            if name == "sigmoid" { Transformer::Sigmoid { alpha } } else { Transformer::Logit { alpha } }
+            if name == "sigmoid" {
+                Transformer::Sigmoid { alpha }
+            } else {
+                Transformer::Logit { alpha }
+            }
         }
         "exp" => Transformer::Exp,
         "log" => Transformer::Log,
@@ -75,7 +97,12 @@ fn config_args(name: &str) -> &'static [&'static str] {
     }
 }
 
-fn check_elementwise(errs: &mut Diagnostics, l: &ast::Layer, name: &str, cols: &[usize]) -> Option<LayerKind> {
+fn check_elementwise(
+    errs: &mut Diagnostics,
+    l: &ast::Layer,
+    name: &str,
+    cols: &[usize],
+) -> Option<LayerKind> {
     // Bind config arguments first, then (a second binding over the same arguments) the tensors.
     let config = config_args(name);
     let probe = bind(&mut Diagnostics::default(), name, config, &l.args);
@@ -100,7 +127,13 @@ fn check_elementwise(errs: &mut Diagnostics, l: &ast::Layer, name: &str, cols: &
 }
 
 /// `scale = s` fixes `log_scale = ln s` (s > 0); giving both is an error.
-fn affine_scale(errs: &mut Diagnostics, scale: Option<&Value>, log_scale: Option<&Value>, params: &mut [ParamTensor], d: usize) -> Option<()> {
+fn affine_scale(
+    errs: &mut Diagnostics,
+    scale: Option<&Value>,
+    log_scale: Option<&Value>,
+    params: &mut [ParamTensor],
+    d: usize,
+) -> Option<()> {
     let Some(v) = scale else { return Some(()) };
     if log_scale.is_some() {
         errs.error(v.span, "give `scale` or `log_scale`, not both");
@@ -116,7 +149,13 @@ fn affine_scale(errs: &mut Diagnostics, scale: Option<&Value>, log_scale: Option
 }
 
 /// A fixed tensor: a number (every entry) or a list of D numbers (k = 1) or D lists of k.
-fn fixed_values(errs: &mut Diagnostics, v: Option<&Value>, what: &str, d: usize, k: usize) -> Option<Option<Vec<f64>>> {
+fn fixed_values(
+    errs: &mut Diagnostics,
+    v: Option<&Value>,
+    what: &str,
+    d: usize,
+    k: usize,
+) -> Option<Option<Vec<f64>>> {
     let Some(v) = v else { return Some(None) };
     let flat: Vec<f64> = match &v.kind {
         ValueKind::Number { value, .. } if value.is_finite() => vec![*value; d * k],
@@ -138,9 +177,17 @@ fn fixed_values(errs: &mut Diagnostics, v: Option<&Value>, what: &str, d: usize,
 fn row_values(errs: &mut Diagnostics, v: &Value, what: &str, k: usize) -> Option<Vec<f64>> {
     match &v.kind {
         ValueKind::Number { value, .. } if k == 1 && value.is_finite() => Some(vec![*value]),
-        ValueKind::List(xs) if xs.len() == k => xs.iter().map(|x| as_number(errs, x, what)).collect(),
+        ValueKind::List(xs) if xs.len() == k => {
+            xs.iter().map(|x| as_number(errs, x, what)).collect()
+        }
         _ => {
-            errs.error(v.span, format!("each dimension's `{what}` is {}", if k == 1 { "a number".to_string() } else { format!("a list of {k} numbers") }));
+            errs.error(
+                v.span,
+                format!(
+                    "each dimension's `{what}` is {}",
+                    if k == 1 { "a number".to_string() } else { format!("a list of {k} numbers") }
+                ),
+            );
             None
         }
     }
@@ -178,7 +225,13 @@ fn spline_bound(errs: &mut Diagnostics, v: Option<&Value>) -> Option<f64> {
     positive(errs, Some(v), b, "the spline bound")
 }
 
-fn check_linear(errs: &mut Diagnostics, l: &ast::Layer, name: &str, dim: usize, cols: &[usize]) -> Option<LayerKind> {
+fn check_linear(
+    errs: &mut Diagnostics,
+    l: &ast::Layer,
+    name: &str,
+    dim: usize,
+    cols: &[usize],
+) -> Option<LayerKind> {
     let kind = match name {
         "diagonal" => bind_none(errs, l, name).map(|_| LinearKind::Diagonal)?,
         "triangular" => bind_none(errs, l, name).map(|_| LinearKind::LowerTriangular)?,
@@ -190,7 +243,10 @@ fn check_linear(errs: &mut Diagnostics, l: &ast::Layer, name: &str, dim: usize, 
             let s = bind(errs, name, &["reflections", "seed"], &l.args);
             let k = s[0].map_or(Some(dim), |v| as_count(errs, v, "the number of reflections"))?;
             if k == 0 {
-                errs.error(s[0].map_or(l.kind.span, |v| v.span), "an orthogonal layer needs at least one reflection");
+                errs.error(
+                    s[0].map_or(l.kind.span, |v| v.span),
+                    "an orthogonal layer needs at least one reflection",
+                );
                 return None;
             }
             let seed = s[1].map_or(Some(0), |v| as_count(errs, v, "a seed"))? as u64;
@@ -206,9 +262,16 @@ fn bind_none(errs: &mut Diagnostics, l: &ast::Layer, name: &str) -> Option<()> {
     (errs.len() == before).then_some(())
 }
 
-fn check_tr_coupling(errs: &mut Diagnostics, l: &ast::Layer, name: &str, dim: usize, cols: &[usize]) -> Option<LayerKind> {
+fn check_tr_coupling(
+    errs: &mut Diagnostics,
+    l: &ast::Layer,
+    name: &str,
+    dim: usize,
+    cols: &[usize],
+) -> Option<LayerKind> {
     let spline = name == "spline_coupling";
-    let params: &[&str] = if spline { &["mask", "net", "bins", "bound"] } else { &["mask", "net", "bins"] };
+    let params: &[&str] =
+        if spline { &["mask", "net", "bins", "bound"] } else { &["mask", "net", "bins"] };
     let s = bind(errs, name, params, &l.args);
     let k = bins(errs, s[2]);
     let bound = if spline { spline_bound(errs, s[3]) } else { Some(0.0) };
@@ -225,7 +288,12 @@ fn check_tr_coupling(errs: &mut Diagnostics, l: &ast::Layer, name: &str, dim: us
 
 /// `dequantize(levels = 17)`: integer data plus U[0, 1) noise, divided by `levels`
 /// (`x = levels * z`). It must come first, where the data enter.
-fn check_dequantize(errs: &mut Diagnostics, l: &ast::Layer, cols: &[usize], first: bool) -> Option<LayerKind> {
+fn check_dequantize(
+    errs: &mut Diagnostics,
+    l: &ast::Layer,
+    cols: &[usize],
+    first: bool,
+) -> Option<LayerKind> {
     let s = bind(errs, "dequantize", &["levels"], &l.args);
     let levels = s[0].map_or(Some(256.0), |v| as_number(errs, v, "the number of levels"))?;
     if levels < 1.0 {
@@ -233,7 +301,10 @@ fn check_dequantize(errs: &mut Diagnostics, l: &ast::Layer, cols: &[usize], firs
         return None;
     }
     if !first {
-        errs.error(l.kind.span, "`dequantize` must be the first layer: it acts on the data as they arrive");
+        errs.error(
+            l.kind.span,
+            "`dequantize` must be the first layer: it acts on the data as they arrive",
+        );
         return None;
     }
     let params = vec![
@@ -247,7 +318,14 @@ pub const BASES: &[&str] = &["normal", "logistic", "uniform", "diag_normal", "mi
 
 pub fn check_base(errs: &mut Diagnostics, v: &Value) -> Option<ir::Base> {
     let Some((name, span, args)) = as_call(v) else {
-        errs.error(v.span, format!("a base distribution is one of {}, found {}", BASES.join(", "), v.kind.describe()));
+        errs.error(
+            v.span,
+            format!(
+                "a base distribution is one of {}, found {}",
+                BASES.join(", "),
+                v.kind.describe()
+            ),
+        );
         return None;
     };
     match name {
@@ -274,7 +352,10 @@ pub fn check_base(errs: &mut Diagnostics, v: &Value) -> Option<ir::Base> {
             Some(ir::Base::Mixture { k })
         }
         _ => {
-            errs.error(span, format!("unknown base distribution `{name}`; known bases: {}", BASES.join(", ")));
+            errs.error(
+                span,
+                format!("unknown base distribution `{name}`; known bases: {}", BASES.join(", ")),
+            );
             None
         }
     }

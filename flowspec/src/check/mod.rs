@@ -22,7 +22,8 @@ pub const MAX_PARAMS: usize = 1 << 32;
 pub fn check(file: &ast::File) -> Result<ir::Program, Vec<Diagnostic>> {
     let mut errs = Diagnostics::default();
     check_unique_names(&mut errs, file);
-    let flows: Vec<Option<ir::Flow>> = file.flows.iter().map(|f| check_flow(&mut errs, f)).collect();
+    let flows: Vec<Option<ir::Flow>> =
+        file.flows.iter().map(|f| check_flow(&mut errs, f)).collect();
     if errs.is_empty() {
         Ok(ir::Program { flows: flows.into_iter().flatten().collect() })
     } else {
@@ -36,23 +37,26 @@ fn check_unique_names(errs: &mut Diagnostics, file: &ast::File) {
     for f in &file.flows {
         check_flow_name(errs, &f.name);
         if seen.insert(&f.name.name, f.name.span).is_some() {
-            errs.error(f.name.span, format!("a flow named `{}` is already defined in this file", f.name.name));
+            errs.error(
+                f.name.span,
+                format!("a flow named `{}` is already defined in this file", f.name.name),
+            );
         }
     }
 }
 
 /// Rust's keywords (strict and reserved, edition 2018 on) and `_`: none can name a struct.
 const RUST_KEYWORDS: &[&str] = &[
-    "_", "abstract", "as", "async", "await", "become", "box", "break", "const", "continue", "crate", "do", "dyn",
-    "else", "enum", "extern", "false", "final", "fn", "for", "gen", "if", "impl", "in", "let", "loop", "macro",
-    "match", "mod", "move", "mut", "override", "priv", "pub", "ref", "return", "self", "Self", "static", "struct",
-    "super", "trait", "true", "try", "type", "typeof", "unsafe", "unsized", "use", "virtual", "where", "while",
-    "yield",
+    "_", "abstract", "as", "async", "await", "become", "box", "break", "const", "continue",
+    "crate", "do", "dyn", "else", "enum", "extern", "false", "final", "fn", "for", "gen", "if",
+    "impl", "in", "let", "loop", "macro", "match", "mod", "move", "mut", "override", "priv", "pub",
+    "ref", "return", "self", "Self", "static", "struct", "super", "trait", "true", "try", "type",
+    "typeof", "unsafe", "unsized", "use", "virtual", "where", "while", "yield",
 ];
 /// Rust's primitive types: a struct of that name would shadow the type in the generated code.
 const RUST_PRIMITIVES: &[&str] = &[
-    "bool", "char", "str", "i8", "i16", "i32", "i64", "i128", "isize", "u8", "u16", "u32", "u64", "u128",
-    "usize", "f16", "f32", "f64", "f128",
+    "bool", "char", "str", "i8", "i16", "i32", "i64", "i128", "isize", "u8", "u16", "u32", "u64",
+    "u128", "usize", "f16", "f32", "f64", "f128",
 ];
 
 /// A flow's name becomes the name of the generated struct, so it must be one.
@@ -67,10 +71,9 @@ fn check_flow_name(errs: &mut Diagnostics, name: &ast::Ident) {
     } else {
         return;
     };
-    errs.push(
-        Diagnostic::new(name.span, format!("`{n}` cannot name a flow: {why}"))
-            .with_help("a flow's name is the name of the Rust struct generated for it, e.g. `flow Moons { ... }`"),
-    );
+    errs.push(Diagnostic::new(name.span, format!("`{n}` cannot name a flow: {why}")).with_help(
+        "a flow's name is the name of the Rust struct generated for it, e.g. `flow Moons { ... }`",
+    ));
 }
 
 /// The declarations of a flow, each at most once.
@@ -101,8 +104,12 @@ fn check_flow(errs: &mut Diagnostics, f: &ast::FlowDef) -> Option<ir::Flow> {
     let dim = event.iter().product();
     let mut cols: Vec<usize> = (0..dim).collect();
     let before = errs.len();
-    let layers: Vec<ir::Layer> =
-        d.layers.iter().enumerate().filter_map(|(i, l)| layers::check_layer(errs, l, dim, &mut cols, i == 0)).collect();
+    let layers: Vec<ir::Layer> = d
+        .layers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| layers::check_layer(errs, l, dim, &mut cols, i == 0))
+        .collect();
     if errs.len() != before {
         return None;
     }
@@ -120,8 +127,11 @@ fn check_flow(errs: &mut Diagnostics, f: &ast::FlowDef) -> Option<ir::Flow> {
     };
     if flow.num_params() > MAX_PARAMS {
         errs.push(
-            Diagnostic::new(f.name.span, format!("flow `{}` has more than {MAX_PARAMS} parameters", f.name.name))
-                .with_help("check the hidden sizes of its conditioners"),
+            Diagnostic::new(
+                f.name.span,
+                format!("flow `{}` has more than {MAX_PARAMS} parameters", f.name.name),
+            )
+            .with_help("check the hidden sizes of its conditioners"),
         );
         return None;
     }
@@ -161,7 +171,10 @@ fn once(errs: &mut Diagnostics, d: &mut Decls, what: &'static str, span: Span) -
 
 fn check_event(errs: &mut Diagnostics, dims: &[(i64, Span)], span: Span) -> Option<Vec<usize>> {
     if dims.is_empty() {
-        errs.error(span, "the event shape is empty; give at least one dimension, e.g. `event [2];`");
+        errs.error(
+            span,
+            "the event shape is empty; give at least one dimension, e.g. `event [2];`",
+        );
         return None;
     }
     let mut out = Vec::new();
@@ -173,7 +186,10 @@ fn check_event(errs: &mut Diagnostics, dims: &[(i64, Span)], span: Span) -> Opti
             return None;
         }
         if n as u64 > MAX_DIM as u64 {
-            errs.error(s, format!("this event dimension is too large; at most {MAX_DIM} are supported"));
+            errs.error(
+                s,
+                format!("this event dimension is too large; at most {MAX_DIM} are supported"),
+            );
             return None;
         }
         total = total.and_then(|t| t.checked_mul(n as u128));
@@ -182,11 +198,17 @@ fn check_event(errs: &mut Diagnostics, dims: &[(i64, Span)], span: Span) -> Opti
     match total {
         Some(t) if t <= MAX_DIM as u128 => Some(out),
         Some(t) => {
-            errs.error(span, format!("the event has {t} dimensions; at most {MAX_DIM} are supported"));
+            errs.error(
+                span,
+                format!("the event has {t} dimensions; at most {MAX_DIM} are supported"),
+            );
             None
         }
         None => {
-            errs.error(span, format!("the event has far more than the {MAX_DIM} dimensions supported"));
+            errs.error(
+                span,
+                format!("the event has far more than the {MAX_DIM} dimensions supported"),
+            );
             None
         }
     }
@@ -203,7 +225,12 @@ fn check_dtype(errs: &mut Diagnostics, id: &ast::Ident) -> Option<ir::Dtype> {
     }
 }
 
-fn expand_repeat<'a>(errs: &mut Diagnostics, out: &mut Vec<&'a ast::Layer>, r: &'a ast::Repeat, depth: usize) {
+fn expand_repeat<'a>(
+    errs: &mut Diagnostics,
+    out: &mut Vec<&'a ast::Layer>,
+    r: &'a ast::Repeat,
+    depth: usize,
+) {
     let (n, span) = r.count;
     if n < 1 {
         errs.error(span, "a repeat count must be a positive integer");

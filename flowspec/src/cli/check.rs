@@ -68,11 +68,7 @@ fn describe(flow: &ir::Flow) -> String {
 /// Left-aligned columns (numbers right-aligned), two spaces apart, indented by two.
 fn table(header: &[String; 5], rows: &[[String; 5]]) -> String {
     let width = |c: usize| {
-        rows.iter()
-            .map(|r| r[c].chars().count())
-            .chain([header[c].len()])
-            .max()
-            .unwrap_or(0)
+        rows.iter().map(|r| r[c].chars().count()).chain([header[c].len()]).max().unwrap_or(0)
     };
     let widths: Vec<usize> = (0..5).map(width).collect();
     let line = |r: &[String; 5]| {
@@ -89,9 +85,7 @@ fn table(header: &[String; 5], rows: &[[String; 5]]) -> String {
             .collect();
         format!("  {}\n", cells.join("  ").trim_end())
     };
-    std::iter::once(line(header))
-        .chain(rows.iter().map(line))
-        .collect()
+    std::iter::once(line(header)).chain(rows.iter().map(line)).collect()
 }
 
 fn jacobian(j: Jacobian) -> &'static str {

@@ -66,10 +66,7 @@ struct Evaluation {
 
 pub fn run(args: &EvalArgs) -> Result<()> {
     if let Some(q) = args.anomaly_quantile {
-        ensure!(
-            q > 0.0 && q < 1.0,
-            "--anomaly-quantile must be strictly between 0 and 1, got {q}"
-        );
+        ensure!(q > 0.0 && q < 1.0, "--anomaly-quantile must be strictly between 0 and 1, got {q}");
     }
     let program = load_program(&args.spec)?;
     let flow = pick_flow(&program, args.flow.as_deref(), &args.spec)?;
@@ -80,10 +77,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         AnyInterp::F32(f) => evaluate(f, &args.weights, &data, q)?,
         AnyInterp::F64(f) => evaluate(f, &args.weights, &data, q)?,
     };
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| sibling(&args.weights, "eval.csv"));
+    let out = args.out.clone().unwrap_or_else(|| sibling(&args.weights, "eval.csv"));
     let flags = ev.anomaly.as_ref().map(|a| a.flags.as_slice());
     std::fs::write(&out, log_prob_csv(&ev.log_probs, flags))
         .with_context(|| format!("cannot write `{}`", out.display()))?;
@@ -114,11 +108,7 @@ fn load_data(spec: &str, with_train: bool) -> Result<EvalData> {
     }
     let x = data::load_file(path)?;
     let name = path.display().to_string();
-    Ok(EvalData {
-        name,
-        x,
-        train: None,
-    })
+    Ok(EvalData { name, x, train: None })
 }
 
 /// Loads the weights and scores the rows (and the training rows for a threshold).
@@ -158,10 +148,7 @@ fn anomaly(log_probs: &[f64], reference: &[f64], q: f64) -> Result<Anomaly> {
         quantile: q,
         threshold,
         reference_rows: reference.len(),
-        flags: log_probs
-            .iter()
-            .map(|&lp| lp.is_nan() || lp < threshold)
-            .collect(),
+        flags: log_probs.iter().map(|&lp| lp.is_nan() || lp < threshold).collect(),
     })
 }
 
@@ -169,11 +156,7 @@ fn anomaly(log_probs: &[f64], reference: &[f64], q: f64) -> Result<Anomaly> {
 /// round-trip form), -inf as `-inf`, which pandas and numpy read back.
 fn log_prob_csv(log_probs: &[f64], flags: Option<&[bool]>) -> String {
     let mut out = String::with_capacity(24 * (log_probs.len() + 1));
-    out += if flags.is_some() {
-        "row,log_prob,anomaly\n"
-    } else {
-        "row,log_prob\n"
-    };
+    out += if flags.is_some() { "row,log_prob,anomaly\n" } else { "row,log_prob\n" };
     for (i, lp) in log_probs.iter().enumerate() {
         // Writing to a String cannot fail.
         let lp = number(*lp);
@@ -244,20 +227,13 @@ fn print_bad_rows(s: &Summary) {
 
 fn print_anomaly(a: &Anomaly, data: &EvalData) {
     let flagged = a.flags.iter().filter(|&&f| f).count();
-    let reference = if data.train.is_some() {
-        "the training split"
-    } else {
-        "the file itself"
-    };
+    let reference = if data.train.is_some() { "the training split" } else { "the file itself" };
     println!(
         "anomaly threshold: log p = {:.4} (the {}-quantile over the {} rows of {reference})",
         a.threshold, a.quantile, a.reference_rows
     );
     let share = 100.0 * flagged as f64 / a.flags.len().max(1) as f64;
-    println!(
-        "flagged {flagged} of {} rows ({share:.2}%) as anomalies",
-        a.flags.len()
-    );
+    println!("flagged {flagged} of {} rows ({share:.2}%) as anomalies", a.flags.len());
     if a.threshold == f64::NEG_INFINITY {
         println!("note: the threshold is -inf (too many training rows have zero density)");
     }
@@ -317,10 +293,7 @@ mod tests {
     #[test]
     fn csv_has_a_header_and_one_based_rows() {
         let lp = [-1.5, f64::NEG_INFINITY, 0.25];
-        assert_eq!(
-            log_prob_csv(&lp, None),
-            "row,log_prob\n1,-1.5\n2,-inf\n3,0.25\n"
-        );
+        assert_eq!(log_prob_csv(&lp, None), "row,log_prob\n1,-1.5\n2,-inf\n3,0.25\n");
         let flags = [false, true, false];
         assert_eq!(
             log_prob_csv(&lp, Some(&flags)),
@@ -333,23 +306,15 @@ mod tests {
     fn csv_values_round_trip() {
         let lp = [-1.234_567_890_123_456_7, 1e-300];
         let csv = log_prob_csv(&lp, None);
-        let back: Vec<f64> = csv
-            .lines()
-            .skip(1)
-            .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
-            .collect();
+        let back: Vec<f64> =
+            csv.lines().skip(1).map(|l| l.split(',').nth(1).unwrap().parse().unwrap()).collect();
         assert_eq!(back, lp);
     }
 
     #[test]
     fn anomalies_are_below_the_training_quantile() {
         let reference: Vec<f64> = (0..=100).map(|i| i as f64).collect();
-        let a = anomaly(
-            &[5.0, 10.0, 50.0, f64::NAN, f64::NEG_INFINITY],
-            &reference,
-            0.1,
-        )
-        .unwrap();
+        let a = anomaly(&[5.0, 10.0, 50.0, f64::NAN, f64::NEG_INFINITY], &reference, 0.1).unwrap();
         assert_eq!(a.threshold, 10.0);
         assert_eq!(a.flags, [true, false, false, true, true]);
         assert_eq!(a.reference_rows, 101);

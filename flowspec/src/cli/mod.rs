@@ -80,23 +80,14 @@ pub fn pick_flow<'a>(
     name: Option<&str>,
     path: &Path,
 ) -> Result<&'a ir::Flow> {
-    let names = || {
-        program
-            .flows
-            .iter()
-            .map(|f| f.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let names = || program.flows.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ");
     match name {
         Some(want) => match program.flows.iter().find(|f| f.name == want) {
             Some(f) => Ok(f),
             None if program.flows.is_empty() => bail!("`{}` defines no flow", path.display()),
-            None => bail!(
-                "`{}` has no flow named `{want}`; its flows: {}",
-                path.display(),
-                names()
-            ),
+            None => {
+                bail!("`{}` has no flow named `{want}`; its flows: {}", path.display(), names())
+            }
         },
         None => {
             let Some(first) = program.flows.first() else {

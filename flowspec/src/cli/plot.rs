@@ -62,10 +62,7 @@ impl Bounds {
             let w = (hi[k] - lo[k]).max(1e-6);
             lo[k] - pad * w..hi[k] + pad * w
         };
-        Bounds {
-            x: axis(0),
-            y: axis(1),
-        }
+        Bounds { x: axis(0), y: axis(1) }
     }
 
     fn contains(&self, x: f64, y: f64) -> bool {
@@ -82,51 +79,28 @@ fn draw_loss(curve: &[CurvePoint], title: &str, path: &Path) -> DrawResult {
     let root = BitMapBackend::new(path, (900, 600)).into_drawing_area();
     root.fill(&WHITE)?;
     let finite = |v: &f64| v.is_finite();
-    let ys: Vec<f64> = curve
-        .iter()
-        .flat_map(|c| [c.train_nll, c.val_nll])
-        .filter(finite)
-        .collect();
-    let (lo, hi) = ys
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| {
-            (l.min(v), h.max(v))
-        });
+    let ys: Vec<f64> = curve.iter().flat_map(|c| [c.train_nll, c.val_nll]).filter(finite).collect();
+    let (lo, hi) =
+        ys.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
     let (lo, hi) = if lo <= hi { (lo, hi) } else { (0.0, 1.0) };
     let pad = ((hi - lo) * 0.05).max(1e-3);
     let last = curve.last().map_or(1, |c| c.step.max(1)) as f64;
     let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!("{title}: negative log-likelihood"),
-            ("sans-serif", 22),
-        )
+        .caption(format!("{title}: negative log-likelihood"), ("sans-serif", 22))
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(65)
         .build_cartesian_2d(0.0..last, lo - pad..hi + pad)?;
-    chart
-        .configure_mesh()
-        .x_desc("step")
-        .y_desc("NLL (nats)")
-        .draw()?;
-    let series = [
-        ("train (running mean)", BLUE, true),
-        ("validation", RED, false),
-    ];
+    chart.configure_mesh().x_desc("step").y_desc("NLL (nats)").draw()?;
+    let series = [("train (running mean)", BLUE, true), ("validation", RED, false)];
     for (label, color, is_train) in series {
         let pick = |c: &CurvePoint| if is_train { c.train_nll } else { c.val_nll };
-        let pts: Vec<(f64, f64)> = curve
-            .iter()
-            .map(|c| (c.step as f64, pick(c)))
-            .filter(|p| p.1.is_finite())
-            .collect();
+        let pts: Vec<(f64, f64)> =
+            curve.iter().map(|c| (c.step as f64, pick(c))).filter(|p| p.1.is_finite()).collect();
         chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
-        chart
-            .draw_series(LineSeries::new(pts, color.stroke_width(2)))?
-            .label(label)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
+        chart.draw_series(LineSeries::new(pts, color.stroke_width(2)))?.label(label).legend(
+            move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)),
+        );
     }
     chart
         .configure_series_labels()
@@ -153,22 +127,13 @@ pub fn density(
         .map(|l| if l.is_finite() { l.exp() } else { 0.0 })
         .collect();
     // A NaN or overflowing cell must not wash out the scale (or the whole map).
-    let max = dens
-        .iter()
-        .copied()
-        .filter(|d| d.is_finite())
-        .fold(0.0, f64::max);
-    write_png(path, |path| {
-        draw_density(bounds, &cells, &dens, max, points, title, path)
-    })
+    let max = dens.iter().copied().filter(|d| d.is_finite()).fold(0.0, f64::max);
+    write_png(path, |path| draw_density(bounds, &cells, &dens, max, points, title, path))
 }
 
 /// The centers of a GRID x GRID grid over `b`, one row per cell.
 fn grid_centers(b: &Bounds) -> Array2<f64> {
-    let (dx, dy) = (
-        (b.x.end - b.x.start) / GRID as f64,
-        (b.y.end - b.y.start) / GRID as f64,
-    );
+    let (dx, dy) = ((b.x.end - b.x.start) / GRID as f64, (b.y.end - b.y.start) / GRID as f64);
     Array2::from_shape_fn((GRID * GRID, 2), |(r, k)| {
         let (i, j) = (r % GRID, r / GRID);
         if k == 0 {
@@ -192,33 +157,20 @@ fn draw_density(
     root.fill(&WHITE)?;
     let (main, side) = root.split_horizontally(790);
     let mut chart = ChartBuilder::on(&main)
-        .caption(
-            format!("{title}: learned density, test data on top"),
-            ("sans-serif", 22),
-        )
+        .caption(format!("{title}: learned density, test data on top"), ("sans-serif", 22))
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(50)
         .build_cartesian_2d(b.x.clone(), b.y.clone())?;
-    chart
-        .configure_mesh()
-        .disable_mesh()
-        .x_desc("x[0]")
-        .y_desc("x[1]")
-        .draw()?;
-    let (hx, hy) = (
-        (b.x.end - b.x.start) / GRID as f64 / 2.0,
-        (b.y.end - b.y.start) / GRID as f64 / 2.0,
-    );
+    chart.configure_mesh().disable_mesh().x_desc("x[0]").y_desc("x[1]").draw()?;
+    let (hx, hy) =
+        ((b.x.end - b.x.start) / GRID as f64 / 2.0, (b.y.end - b.y.start) / GRID as f64 / 2.0);
     let scale = if max > 0.0 { 1.0 / max } else { 0.0 };
     chart.draw_series(cells.rows().into_iter().zip(dens).map(|(c, &d)| {
         let corners = [(c[0] - hx, c[1] - hy), (c[0] + hx, c[1] + hy)];
         Rectangle::new(corners, viridis(d * scale).filled())
     }))?;
-    let inside = points
-        .rows()
-        .into_iter()
-        .filter(|p| p.len() >= 2 && b.contains(p[0], p[1]));
+    let inside = points.rows().into_iter().filter(|p| p.len() >= 2 && b.contains(p[0], p[1]));
     chart.draw_series(inside.map(|p| Circle::new((p[0], p[1]), 1, WHITE.mix(0.45).filled())))?;
     draw_colorbar(&side, max)?;
     root.present()?;
@@ -253,10 +205,7 @@ where
     let steps = 100;
     let strip = (0..steps).map(|i| {
         let (a, b) = (i as f64 / steps as f64, (i + 1) as f64 / steps as f64);
-        Rectangle::new(
-            [(0.0, a * top), (1.0, b * top)],
-            viridis((a + b) / 2.0).filled(),
-        )
+        Rectangle::new([(0.0, a * top), (1.0, b * top)], viridis((a + b) / 2.0).filled())
     });
     bar.draw_series(strip).map_err(|e| e.to_string())?;
     Ok(())
@@ -280,9 +229,7 @@ pub fn samples(
     };
     let (flow_pts, data_pts) = (inside(&samples), inside(&data));
     let outside = samples.nrows() - flow_pts.len();
-    write_png(path, |path| {
-        draw_samples(bounds, &flow_pts, &data_pts, title, path)
-    })?;
+    write_png(path, |path| draw_samples(bounds, &flow_pts, &data_pts, title, path))?;
     Ok(outside)
 }
 
@@ -301,27 +248,16 @@ fn draw_samples(
         .x_label_area_size(40)
         .y_label_area_size(50)
         .build_cartesian_2d(b.x.clone(), b.y.clone())?;
-    chart
-        .configure_mesh()
-        .x_desc("x[0]")
-        .y_desc("x[1]")
-        .draw()?;
+    chart.configure_mesh().x_desc("x[0]").y_desc("x[1]").draw()?;
     let data_color = RGBColor(40, 90, 200);
     let flow_color = RGBColor(240, 120, 20);
     let sets = [
         (format!("data ({})", data_pts.len()), data_pts, data_color),
-        (
-            format!("flow samples ({})", flow_pts.len()),
-            flow_pts,
-            flow_color,
-        ),
+        (format!("flow samples ({})", flow_pts.len()), flow_pts, flow_color),
     ];
     for (label, pts, color) in sets {
         chart
-            .draw_series(
-                pts.iter()
-                    .map(|&p| Circle::new(p, 2, color.mix(0.5).filled())),
-            )?
+            .draw_series(pts.iter().map(|&p| Circle::new(p, 2, color.mix(0.5).filled())))?
             .label(label)
             .legend(move |(x, y)| Circle::new((x + 10, y), 4, color.filled()));
     }
@@ -348,11 +284,7 @@ fn viridis(t: f64) -> RGBColor {
         (170, 220, 50),
         (253, 231, 37),
     ];
-    let t = if t.is_finite() {
-        t.clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
+    let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 };
     let pos = t * (ANCHORS.len() - 1) as f64;
     let i = (pos.floor() as usize).min(ANCHORS.len() - 2);
     let f = pos - i as f64;
@@ -370,13 +302,7 @@ mod tests {
     fn bounds_ignore_non_finite_points_and_pad() {
         let a = array![[0.0, 1.0], [2.0, 3.0], [f64::NAN, 100.0]];
         let b = Bounds::of(&[a.view()], 0.5);
-        assert_eq!(
-            b,
-            Bounds {
-                x: -1.0..3.0,
-                y: 0.0..4.0
-            }
-        );
+        assert_eq!(b, Bounds { x: -1.0..3.0, y: 0.0..4.0 });
         let empty = Array2::<f64>::zeros((0, 2));
         assert_eq!(Bounds::of(&[empty.view()], 0.1).x, -1.0..1.0);
     }
@@ -391,10 +317,7 @@ mod tests {
 
     #[test]
     fn grid_covers_the_bounds() {
-        let g = grid_centers(&Bounds {
-            x: 0.0..2.0,
-            y: -1.0..1.0,
-        });
+        let g = grid_centers(&Bounds { x: 0.0..2.0, y: -1.0..1.0 });
         assert_eq!(g.nrows(), GRID * GRID);
         assert!(g.column(0).iter().all(|&v| v > 0.0 && v < 2.0));
         assert!(g.column(1).iter().all(|&v| v > -1.0 && v < 1.0));

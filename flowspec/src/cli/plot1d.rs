@@ -20,9 +20,8 @@ const FLOW_COLOR: RGBColor = RGBColor(240, 120, 20);
 /// [-1, 1] if there are none.
 pub fn range_of(sets: &[&[f64]], pad: f64) -> Range<f64> {
     let finite = sets.iter().flat_map(|s| s.iter()).filter(|v| v.is_finite());
-    let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| {
-        (l.min(v), h.max(v))
-    });
+    let (lo, hi) =
+        finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
     if lo > hi {
         return -1.0..1.0;
     }
@@ -54,11 +53,7 @@ pub fn histogram(values: &[f64], range: &Range<f64>, bins: usize) -> Vec<f64> {
         let b = (((v - range.start) / width) as usize).min(bins - 1);
         counts[b] += 1;
     }
-    let norm = if total == 0 {
-        0.0
-    } else {
-        1.0 / (total as f64 * width)
-    };
+    let norm = if total == 0 { 0.0 } else { 1.0 / (total as f64 * width) };
     counts.iter().map(|&c| c as f64 * norm).collect()
 }
 
@@ -80,9 +75,7 @@ pub fn density(
         .map(|(x, d)| (x, if d.is_finite() { d } else { 0.0 }))
         .collect();
     let hist = histogram(data, range, bins_for(data.len()));
-    write_png(path, |path| {
-        draw_density(range, &hist, data.len(), &curve, title, path)
-    })
+    write_png(path, |path| draw_density(range, &hist, data.len(), &curve, title, path))
 }
 
 /// Flow samples and data as two histograms over `range` (the data's as an outline). Returns
@@ -96,22 +89,15 @@ pub fn samples(
 ) -> Result<usize> {
     let outside = samples.iter().filter(|v| !range.contains(v)).count();
     let bins = bins_for(samples.len().min(data.len()));
-    let (flow_hist, data_hist) = (
-        histogram(samples, range, bins),
-        histogram(data, range, bins),
-    );
+    let (flow_hist, data_hist) = (histogram(samples, range, bins), histogram(data, range, bins));
     let counts = (samples.len(), data.len());
-    write_png(path, |path| {
-        draw_samples(range, &flow_hist, &data_hist, counts, title, path)
-    })?;
+    write_png(path, |path| draw_samples(range, &flow_hist, &data_hist, counts, title, path))?;
     Ok(outside)
 }
 
 /// The top of the y axis: a little above the highest finite value.
 fn y_top<'a>(values: impl Iterator<Item = &'a f64>) -> f64 {
-    let max = values
-        .filter(|v| v.is_finite())
-        .fold(0.0, |m: f64, &v| m.max(v));
+    let max = values.filter(|v| v.is_finite()).fold(0.0, |m: f64, &v| m.max(v));
     if max > 0.0 {
         max * 1.08
     } else {
@@ -143,26 +129,15 @@ fn draw_density(
     root.fill(&WHITE)?;
     let top = y_top(hist.iter().chain(curve.iter().map(|(_, d)| d)));
     let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!("{title}: learned density, training data"),
-            ("sans-serif", 22),
-        )
+        .caption(format!("{title}: learned density, training data"), ("sans-serif", 22))
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(60)
         .build_cartesian_2d(range.clone(), 0.0..top)?;
-    chart
-        .configure_mesh()
-        .x_desc("x")
-        .y_desc("density")
-        .draw()?;
+    chart.configure_mesh().x_desc("x").y_desc("density").draw()?;
     let fill = DATA_COLOR.mix(0.35).filled();
     chart
-        .draw_series(
-            bars(range, hist)
-                .into_iter()
-                .map(|r| Rectangle::new(r, fill)),
-        )?
+        .draw_series(bars(range, hist).into_iter().map(|r| Rectangle::new(r, fill)))?
         .label(format!("data ({n_data} rows, histogram)"))
         .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 18, y + 5)], fill));
     let red = RGBColor(200, 30, 30);
@@ -192,27 +167,15 @@ fn draw_samples(
         .x_label_area_size(40)
         .y_label_area_size(60)
         .build_cartesian_2d(range.clone(), 0.0..top)?;
-    chart
-        .configure_mesh()
-        .x_desc("x")
-        .y_desc("density")
-        .draw()?;
+    chart.configure_mesh().x_desc("x").y_desc("density").draw()?;
     let fill = FLOW_COLOR.mix(0.5).filled();
     chart
-        .draw_series(
-            bars(range, flow_hist)
-                .into_iter()
-                .map(|r| Rectangle::new(r, fill)),
-        )?
+        .draw_series(bars(range, flow_hist).into_iter().map(|r| Rectangle::new(r, fill)))?
         .label(format!("flow samples ({n_flow})"))
         .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 18, y + 5)], fill));
     // The data as an outline, so both histograms stay visible where they overlap.
     let outline: Vec<(f64, f64)> = std::iter::once((range.start, 0.0))
-        .chain(
-            bars(range, data_hist)
-                .into_iter()
-                .flat_map(|[(a, _), (b, h)]| [(a, h), (b, h)]),
-        )
+        .chain(bars(range, data_hist).into_iter().flat_map(|[(a, _), (b, h)]| [(a, h), (b, h)]))
         .chain(std::iter::once((range.end, 0.0)))
         .collect();
     chart
@@ -260,16 +223,10 @@ mod tests {
 
     #[test]
     fn range_and_bins() {
-        assert_eq!(
-            range_of(&[&[0.0, 2.0], &[1.0, f64::INFINITY]], 0.5),
-            -1.0..3.0
-        );
+        assert_eq!(range_of(&[&[0.0, 2.0], &[1.0, f64::INFINITY]], 0.5), -1.0..3.0);
         assert_eq!(range_of(&[&[f64::NAN]], 0.1), -1.0..1.0);
         assert_eq!(range_of(&[&[3.0, 3.0]], 0.1), 2.0..4.0);
-        assert_eq!(
-            (bins_for(0), bins_for(2500), bins_for(1_000_000)),
-            (10, 50, 80)
-        );
+        assert_eq!((bins_for(0), bins_for(2500), bins_for(1_000_000)), (10, 50, 80));
     }
 
     #[test]

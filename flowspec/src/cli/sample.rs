@@ -30,12 +30,7 @@ pub struct SampleArgs {
     /// Scales the base draw before the flow maps it (z = T * z_base): below 1 gives typical,
     /// less diverse samples (Glow's temperature, for a normal base); for other bases it
     /// scales the draw about 0.
-    #[arg(
-        long,
-        default_value_t = 1.0,
-        value_name = "T",
-        allow_negative_numbers = true
-    )]
+    #[arg(long, default_value_t = 1.0, value_name = "T", allow_negative_numbers = true)]
     temperature: f64,
     /// Seed of the draw.
     #[arg(long, default_value_t = 0, value_name = "N")]
@@ -54,10 +49,7 @@ pub fn run(args: &SampleArgs) -> Result<()> {
     );
     let program = load_program(&args.spec)?;
     let flow = pick_flow(&program, args.flow.as_deref(), &args.spec)?;
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| sibling(&args.weights, "samples.csv"));
+    let out = args.out.clone().unwrap_or_else(|| sibling(&args.weights, "samples.csv"));
     let non_finite = match AnyInterp::new(flow, 0) {
         AnyInterp::F32(f) => load_and_draw(f, args, &out)?,
         AnyInterp::F64(f) => load_and_draw(f, args, &out)?,
@@ -128,11 +120,7 @@ fn write_rows<T: Real>(w: &mut impl Write, x: ArrayView2<T>) -> std::io::Result<
         for (j, v) in row.iter().enumerate() {
             let sep = if j == 0 { "" } else { "," };
             // The cast is exact: an f32 flow's value came from an f32.
-            let v = if T::DTYPE == "f32" {
-                number(v.f64() as f32)
-            } else {
-                number(v.f64())
-            };
+            let v = if T::DTYPE == "f32" { number(v.f64() as f32) } else { number(v.f64()) };
             write!(w, "{sep}{v}")?;
         }
         writeln!(w)?;

@@ -69,17 +69,8 @@ impl Summary {
                 invalid.push(i);
             }
         }
-        let mean_nll = if finite > 0 {
-            sum / finite as f64
-        } else {
-            f64::NAN
-        };
-        Summary {
-            rows: log_probs.len(),
-            mean_nll,
-            zero_density,
-            invalid,
-        }
+        let mean_nll = if finite > 0 { sum / finite as f64 } else { f64::NAN };
+        Summary { rows: log_probs.len(), mean_nll, zero_density, invalid }
     }
 
     /// The rows the mean is over.
@@ -90,11 +81,7 @@ impl Summary {
 
 /// The first few 0-based `rows` as 1-based numbers: "3, 8, 15, ..." (the dots when more).
 pub fn first_rows(rows: &[usize]) -> String {
-    let shown: Vec<String> = rows
-        .iter()
-        .take(SHOWN_ROWS)
-        .map(|r| (r + 1).to_string())
-        .collect();
+    let shown: Vec<String> = rows.iter().take(SHOWN_ROWS).map(|r| (r + 1).to_string()).collect();
     let more = if rows.len() > SHOWN_ROWS { ", ..." } else { "" };
     format!("{}{more}", shown.join(", "))
 }
@@ -143,9 +130,7 @@ pub fn check_domain<F: Flow + ?Sized>(flow: &F, ds: &Dataset, spec: &str) -> Res
 /// Rows (0-based) whose log-density is -inf or NaN.
 fn outside_domain(log_probs: &[f64]) -> Vec<usize> {
     let out = |lp: f64| lp == f64::NEG_INFINITY || lp.is_nan();
-    (0..log_probs.len())
-        .filter(|&i| out(log_probs[i]))
-        .collect()
+    (0..log_probs.len()).filter(|&i| out(log_probs[i])).collect()
 }
 
 /// The error of [`check_domain`]: where, how many, the first offending rows with their
@@ -158,11 +143,7 @@ fn domain_message(what: &str, flow: &str, bad: &[usize], x: ArrayView2<f64>) -> 
         x.nrows()
     );
     for &r in bad.iter().take(SHOWN_ROWS) {
-        msg += &format!(
-            "\n  row {}: {}",
-            r + 1,
-            row_values(x.row(r).as_slice(), x.ncols())
-        );
+        msg += &format!("\n  row {}: {}", r + 1, row_values(x.row(r).as_slice(), x.ncols()));
     }
     if bad.len() > SHOWN_ROWS {
         msg += &format!("\n  ... and {} more", bad.len() - SHOWN_ROWS);
@@ -180,11 +161,7 @@ fn row_values(row: Option<&[f64]>, ncols: usize) -> String {
         return format!("({ncols} values)");
     };
     let shown: Vec<String> = row.iter().take(SHOWN_VALUES).map(|&v| number(v)).collect();
-    let more = if row.len() > SHOWN_VALUES {
-        ", ..."
-    } else {
-        ""
-    };
+    let more = if row.len() > SHOWN_VALUES { ", ..." } else { "" };
     format!("[{}{more}]", shown.join(", "))
 }
 
@@ -223,10 +200,7 @@ mod tests {
         let s = Summary::of(&[-1.0, f64::NEG_INFINITY, -3.0, f64::NAN, f64::INFINITY]);
         assert_eq!(s.rows, 5);
         assert_eq!(s.mean_nll, 2.0);
-        assert_eq!(
-            (s.zero_density.clone(), s.invalid.clone()),
-            (vec![1], vec![3, 4])
-        );
+        assert_eq!((s.zero_density.clone(), s.invalid.clone()), (vec![1], vec![3, 4]));
         assert_eq!(s.finite(), 2);
         let none = Summary::of(&[f64::NEG_INFINITY]);
         assert!(none.mean_nll.is_nan() && none.finite() == 0);
@@ -237,10 +211,7 @@ mod tests {
     fn rows_are_listed_one_based() {
         assert_eq!(first_rows(&[0, 4]), "1, 5");
         assert_eq!(first_rows(&[0, 1, 2, 3, 4, 5]), "1, 2, 3, 4, 5, ...");
-        assert_eq!(
-            outside_domain(&[0.0, f64::NEG_INFINITY, f64::NAN, 1.0]),
-            vec![1, 2]
-        );
+        assert_eq!(outside_domain(&[0.0, f64::NEG_INFINITY, f64::NAN, 1.0]), vec![1, 2]);
     }
 
     #[test]
@@ -254,10 +225,7 @@ mod tests {
         let many: Vec<usize> = (0..4).cycle().take(7).collect();
         assert!(domain_message("d", "U", &many, x.view()).contains("\n  ... and 2 more\n"));
         let wide = Array2::<f64>::zeros((1, 10));
-        assert_eq!(
-            row_values(wide.row(0).as_slice(), 10),
-            "[0, 0, 0, 0, 0, 0, 0, 0, ...]"
-        );
+        assert_eq!(row_values(wide.row(0).as_slice(), 10), "[0, 0, 0, 0, 0, 0, 0, 0, ...]");
     }
 
     /// The identity flow on a standard normal, dequantizing: log p(x) is the normal's.
@@ -300,21 +268,11 @@ mod tests {
     fn eval_noise_is_the_runtimes() {
         // More rows than one chunk, so the runtime's chunked noise stream is exercised.
         let x = Array2::from_shape_fn((5000, 2), |(i, j)| ((i * 3 + j) % 7) as f64 - 3.0);
-        let ours = Summary::of(&log_densities(
-            &Identity,
-            as_flow_sees(&Identity, x.view()).view(),
-        ));
+        let ours = Summary::of(&log_densities(&Identity, as_flow_sees(&Identity, x.view()).view()));
         let runtime = train::mean_nll(&Identity, x.view());
-        assert!(
-            (ours.mean_nll - runtime).abs() < 1e-12,
-            "{} vs {runtime}",
-            ours.mean_nll
-        );
+        assert!((ours.mean_nll - runtime).abs() < 1e-12, "{} vs {runtime}", ours.mean_nll);
         let plain = Summary::of(&log_densities(&Identity, x.view())).mean_nll;
-        assert!(
-            (plain - runtime).abs() > 1e-3,
-            "the noise made no difference"
-        );
+        assert!((plain - runtime).abs() > 1e-3, "the noise made no difference");
     }
 
     #[test]

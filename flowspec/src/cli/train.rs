@@ -38,12 +38,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 256, value_name = "N")]
     batch: usize,
     /// Adam's learning rate.
-    #[arg(
-        long,
-        default_value_t = 1e-3,
-        value_name = "X",
-        allow_negative_numbers = true
-    )]
+    #[arg(long, default_value_t = 1e-3, value_name = "X", allow_negative_numbers = true)]
     lr: f64,
     /// Seed of the initialisation, data splits, batches and samples.
     #[arg(long, default_value_t = 0, value_name = "N")]
@@ -82,10 +77,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let flow = pick_flow(&program, args.flow.as_deref(), &args.spec)?;
     let dataset = data::resolve(&args.data, args.seed)?;
     data::check_width(&dataset.train.view(), flow.dim, &dataset.name, &flow.name)?;
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| Path::new("out").join(&flow.name));
+    let out = args.out.clone().unwrap_or_else(|| Path::new("out").join(&flow.name));
     std::fs::create_dir_all(&out)
         .with_context(|| format!("cannot create output directory `{}`", out.display()))?;
     let (eval_every, patience) = validation_schedule(args.steps);
@@ -222,9 +214,8 @@ fn plot_2d<T: Real>(
     plot::density(&bounds, &log_density, ds.test.view(), flow.name(), &density)?;
     files.push(("density_plot", density));
     // Separate seeds for the two draws, so changing one plot never changes the other.
-    let samples = flow
-        .sample(PLOT_POINTS, &mut rng_from_seed(seed.wrapping_add(1)))
-        .mapv(Real::f64);
+    let samples =
+        flow.sample(PLOT_POINTS, &mut rng_from_seed(seed.wrapping_add(1))).mapv(Real::f64);
     let mut rows: Vec<usize> = (0..ds.train.nrows()).collect();
     rows.shuffle(&mut rng_from_seed(seed.wrapping_add(2)));
     rows.truncate(PLOT_POINTS);
@@ -246,16 +237,10 @@ fn print_summary(flow: &ir::Flow, ds: &Dataset, o: &Outcome) {
         r.n_train,
         r.n_val
     );
-    let stop = if r.stopped_early {
-        " (stopped early: validation NLL stopped improving)"
-    } else {
-        ""
-    };
+    let stop =
+        if r.stopped_early { " (stopped early: validation NLL stopped improving)" } else { "" };
     println!("trained {} steps in {:.2} s{stop}", r.steps_run, o.seconds);
-    println!(
-        "best validation NLL: {:.4} nats at step {}",
-        r.best_val_nll, r.best_step
-    );
+    println!("best validation NLL: {:.4} nats at step {}", r.best_val_nll, r.best_step);
     if r.best_step == 0 {
         println!(
             "note: no step improved on the initial parameters, which were kept \
@@ -263,11 +248,7 @@ fn print_summary(flow: &ir::Flow, ds: &Dataset, o: &Outcome) {
         );
     }
     if let Some(n) = o.samples_outside.filter(|&n| n > 0) {
-        let drawn = if flow.dim == 1 {
-            HIST_SAMPLES
-        } else {
-            PLOT_POINTS
-        };
+        let drawn = if flow.dim == 1 { HIST_SAMPLES } else { PLOT_POINTS };
         println!("note: {n} of {drawn} flow samples fell outside the area of samples.png");
     }
     for (_, path) in &o.files {
@@ -284,11 +265,8 @@ fn print_summary(flow: &ir::Flow, ds: &Dataset, o: &Outcome) {
 
 fn to_json(args: &TrainArgs, flow: &ir::Flow, ds: &Dataset, o: &Outcome) -> serde_json::Value {
     let r = &o.report;
-    let files: serde_json::Map<String, serde_json::Value> = o
-        .files
-        .iter()
-        .map(|(k, p)| (k.to_string(), json!(p.display().to_string())))
-        .collect();
+    let files: serde_json::Map<String, serde_json::Value> =
+        o.files.iter().map(|(k, p)| (k.to_string(), json!(p.display().to_string()))).collect();
     let curve: Vec<_> = r
         .curve
         .iter()

@@ -349,12 +349,18 @@ fn gen_visit(cx: &Ctx) -> TokenStream {
     let (vis, vis_mut): (Vec<_>, Vec<_>) = param_layers(cx.flow)
         .map(|(i, l)| {
             let (f, p) = (field(i), prefix(i, l));
-            (quote!(__rt::Params::visit(&self.#f, #p, f);), quote!(__rt::Params::visit_mut(&mut self.#f, #p, f);))
+            (
+                quote!(__rt::Params::visit(&self.#f, #p, f);),
+                quote!(__rt::Params::visit_mut(&mut self.#f, #p, f);),
+            )
         })
         .unzip();
     let has_base = super::base::gen_base(cx).field.is_some();
     let (bv, bvm) = if has_base {
-        (quote!(__rt::Params::visit(&self.base, "base", f);), quote!(__rt::Params::visit_mut(&mut self.base, "base", f);))
+        (
+            quote!(__rt::Params::visit(&self.base, "base", f);),
+            quote!(__rt::Params::visit_mut(&mut self.base, "base", f);),
+        )
     } else {
         (quote!(), quote!())
     };

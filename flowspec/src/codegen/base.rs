@@ -50,7 +50,11 @@ pub fn gen_base(cx: &Ctx) -> BaseGen {
             sample: quote!(#b::uniform_sample(#a, #hi, n, #d, rng)),
         },
         Base::DiagNormal => BaseGen {
-            field: Some((quote!(#rt::DiagNormal<#t>), quote!(#b::DiagNormal::zeros(#d)), quote!(#b::DiagNormal::zeros(#d)))),
+            field: Some((
+                quote!(#rt::DiagNormal<#t>),
+                quote!(#b::DiagNormal::zeros(#d)),
+                quote!(#b::DiagNormal::zeros(#d)),
+            )),
             log_prob: quote!(#b::diag_normal_log_prob(&self.base, &__LOGICAL, z)),
             log_prob_phys: quote!(#b::diag_normal_log_prob(&self.base, #phys)),
             nll_grad_phys: quote!(#b::diag_normal_nll_grad(&self.base, #grad, &mut __grad.base);),

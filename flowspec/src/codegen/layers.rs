@@ -31,7 +31,11 @@ pub trait LayerGen {
 }
 
 fn names(i: usize) -> (proc_macro2::Ident, proc_macro2::Ident, proc_macro2::Ident) {
-    (format_ident!("__L{}_COND", i), format_ident!("__L{}_TRANS", i), format_ident!("__L{}_COLS", i))
+    (
+        format_ident!("__L{}_COND", i),
+        format_ident!("__L{}_TRANS", i),
+        format_ident!("__L{}_COLS", i),
+    )
 }
 
 fn activation(a: ir::Activation) -> TokenStream {
@@ -72,7 +76,8 @@ impl LayerGen for ir::Layer {
     fn gen_consts(&self, _cx: &Ctx, i: usize) -> TokenStream {
         let (c, t, k) = names(i);
         match &self.kind {
-            LayerKind::AffineCoupling { cond, trans, .. } | LayerKind::AdditiveCoupling { cond, trans, .. } => {
+            LayerKind::AffineCoupling { cond, trans, .. }
+            | LayerKind::AdditiveCoupling { cond, trans, .. } => {
                 let (a, b) = (const_cols(&c, cond), const_cols(&t, trans));
                 quote!(#a #b)
             }
@@ -85,7 +90,9 @@ impl LayerGen for ir::Layer {
     fn gen_init(&self, _cx: &Ctx, i: usize, zeros: bool) -> TokenStream {
         let d = super::lit(_cx.flow.dim);
         match &self.kind {
-            LayerKind::AffineCoupling { net, .. } | LayerKind::AdditiveCoupling { net, .. } => mlp_init(net, zeros),
+            LayerKind::AffineCoupling { net, .. } | LayerKind::AdditiveCoupling { net, .. } => {
+                mlp_init(net, zeros)
+            }
             LayerKind::Rescale { .. } => quote!(__rt::layers::Rescale::zeros(#d)),
             LayerKind::ActNorm { .. } => quote!(__rt::layers::ActNorm::zeros(#d)),
             LayerKind::Permute { .. } => quote!(()),
@@ -125,8 +132,12 @@ impl LayerGen for ir::Layer {
             LayerKind::AdditiveCoupling { .. } => {
                 quote!(__rt::layers::additive_coupling_backward(&self.#f, &#c, &#t, #common, &mut __s.#f);)
             }
-            LayerKind::Rescale { .. } => quote!(__rt::layers::rescale_backward(&self.#f, &#cols, #common);),
-            LayerKind::ActNorm { .. } => quote!(__rt::layers::actnorm_backward(&self.#f, &#cols, #common);),
+            LayerKind::Rescale { .. } => {
+                quote!(__rt::layers::rescale_backward(&self.#f, &#cols, #common);)
+            }
+            LayerKind::ActNorm { .. } => {
+                quote!(__rt::layers::actnorm_backward(&self.#f, &#cols, #common);)
+            }
             LayerKind::Permute { .. } => quote!(),
             k => super::library::backward(k, i, common),
         }

@@ -22,8 +22,12 @@ pub fn transformer(tr: &Transformer) -> (TokenStream, TokenStream) {
     let p = quote!(__rt::transform);
     match *tr {
         Transformer::Affine => (quote!(#p::Affine), quote!(#p::Affine {})),
-        Transformer::LeakyRelu { slope } => (quote!(#p::LeakyRelu), quote!(#p::LeakyRelu { slope: #slope })),
-        Transformer::Sigmoid { alpha } => (quote!(#p::Sigmoid), quote!(#p::Sigmoid { alpha: #alpha })),
+        Transformer::LeakyRelu { slope } => {
+            (quote!(#p::LeakyRelu), quote!(#p::LeakyRelu { slope: #slope }))
+        }
+        Transformer::Sigmoid { alpha } => {
+            (quote!(#p::Sigmoid), quote!(#p::Sigmoid { alpha: #alpha }))
+        }
         Transformer::Logit { alpha } => (quote!(#p::Logit), quote!(#p::Logit { alpha: #alpha })),
         Transformer::Exp => (quote!(#p::Exp), quote!(#p::Exp {})),
         Transformer::Log => (quote!(#p::Log), quote!(#p::Log {})),
@@ -52,12 +56,15 @@ pub fn field_type(k: &LayerKind, t: &TokenStream) -> TokenStream {
 }
 
 fn linear_type(k: &LinearKind) -> proc_macro2::Ident {
-    format_ident!("{}", match k {
-        LinearKind::Diagonal => "Diagonal",
-        LinearKind::LowerTriangular => "LowerTriangular",
-        LinearKind::Lu { .. } => "Lu",
-        LinearKind::Householder { .. } => "Householder",
-    })
+    format_ident!(
+        "{}",
+        match k {
+            LinearKind::Diagonal => "Diagonal",
+            LinearKind::LowerTriangular => "LowerTriangular",
+            LinearKind::Lu { .. } => "Lu",
+            LinearKind::Householder { .. } => "Householder",
+        }
+    )
 }
 
 fn linear_prefix(k: &LinearKind) -> &'static str {
@@ -152,7 +159,11 @@ pub fn scratch_type(k: &LayerKind, t: &TokenStream) -> Option<TokenStream> {
 pub fn step(k: &LayerKind, i: usize, dir: &str) -> TokenStream {
     let f = super::field(i);
     let tr = tr_ident(i);
-    let (c, t, cols) = (format_ident!("__L{}_COND", i), format_ident!("__L{}_TRANS", i), format_ident!("__L{}_COLS", i));
+    let (c, t, cols) = (
+        format_ident!("__L{}_COND", i),
+        format_ident!("__L{}_TRANS", i),
+        format_ident!("__L{}_COLS", i),
+    );
     let state = quote!(__h.view_mut(), __ld.view_mut());
     match k {
         LayerKind::Elementwise { .. } => {
@@ -174,7 +185,11 @@ pub fn step(k: &LayerKind, i: usize, dir: &str) -> TokenStream {
 pub fn backward(k: &LayerKind, i: usize, common: TokenStream) -> TokenStream {
     let f = super::field(i);
     let tr = tr_ident(i);
-    let (c, t, cols) = (format_ident!("__L{}_COND", i), format_ident!("__L{}_TRANS", i), format_ident!("__L{}_COLS", i));
+    let (c, t, cols) = (
+        format_ident!("__L{}_COND", i),
+        format_ident!("__L{}_TRANS", i),
+        format_ident!("__L{}_COLS", i),
+    );
     match k {
         LayerKind::Elementwise { .. } => {
             quote!(__rt::transform::elementwise_backward(&#tr, &self.#f, &#cols, #common);)

@@ -15,14 +15,38 @@ use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMu
 macro_rules! with_tr {
     ($tr:expr, |$t:ident| $body:expr) => {
         match *$tr {
-            $crate::ir::Transformer::Affine => { let $t = tf::Affine {}; $body }
-            $crate::ir::Transformer::LeakyRelu { slope } => { let $t = tf::LeakyRelu { slope }; $body }
-            $crate::ir::Transformer::Sigmoid { alpha } => { let $t = tf::Sigmoid { alpha }; $body }
-            $crate::ir::Transformer::Logit { alpha } => { let $t = tf::Logit { alpha }; $body }
-            $crate::ir::Transformer::Exp => { let $t = tf::Exp {}; $body }
-            $crate::ir::Transformer::Log => { let $t = tf::Log {}; $body }
-            $crate::ir::Transformer::PiecewiseLinear { bins } => { let $t = tf::PiecewiseLinear { bins }; $body }
-            $crate::ir::Transformer::RqSpline { bins, bound } => { let $t = tf::RqSpline { bins, bound }; $body }
+            $crate::ir::Transformer::Affine => {
+                let $t = tf::Affine {};
+                $body
+            }
+            $crate::ir::Transformer::LeakyRelu { slope } => {
+                let $t = tf::LeakyRelu { slope };
+                $body
+            }
+            $crate::ir::Transformer::Sigmoid { alpha } => {
+                let $t = tf::Sigmoid { alpha };
+                $body
+            }
+            $crate::ir::Transformer::Logit { alpha } => {
+                let $t = tf::Logit { alpha };
+                $body
+            }
+            $crate::ir::Transformer::Exp => {
+                let $t = tf::Exp {};
+                $body
+            }
+            $crate::ir::Transformer::Log => {
+                let $t = tf::Log {};
+                $body
+            }
+            $crate::ir::Transformer::PiecewiseLinear { bins } => {
+                let $t = tf::PiecewiseLinear { bins };
+                $body
+            }
+            $crate::ir::Transformer::RqSpline { bins, bound } => {
+                let $t = tf::RqSpline { bins, bound };
+                $body
+            }
         }
     };
 }
@@ -59,10 +83,12 @@ impl<T: Real> LinearP<T> {
         match *kind {
             LinearKind::Diagonal => LinearP::Diagonal(Diagonal::zeros(d)),
             LinearKind::LowerTriangular => LinearP::Lower(LowerTriangular::zeros(d)),
-            LinearKind::Lu { seed } => LinearP::Lu(Lu::new(d, &mut rng_from_seed(layer_seed(seed, i)))),
-            LinearKind::Householder { reflections, seed } => {
-                LinearP::Householder(Householder::new(d, reflections, &mut rng_from_seed(layer_seed(seed, i))))
+            LinearKind::Lu { seed } => {
+                LinearP::Lu(Lu::new(d, &mut rng_from_seed(layer_seed(seed, i))))
             }
+            LinearKind::Householder { reflections, seed } => LinearP::Householder(
+                Householder::new(d, reflections, &mut rng_from_seed(layer_seed(seed, i))),
+            ),
         }
     }
 
@@ -102,12 +128,25 @@ impl<T: Real> LinearP<T> {
         }
     }
 
-    pub fn backward(&self, cols: &[usize], x: ArrayView2<T>, g: ArrayViewMut2<T>, dld: ArrayView1<T>, grad: &mut LinearP<T>) {
+    pub fn backward(
+        &self,
+        cols: &[usize],
+        x: ArrayView2<T>,
+        g: ArrayViewMut2<T>,
+        dld: ArrayView1<T>,
+        grad: &mut LinearP<T>,
+    ) {
         match (self, grad) {
-            (LinearP::Diagonal(p), LinearP::Diagonal(gp)) => layers::diagonal_backward(p, cols, x, g, dld, gp),
-            (LinearP::Lower(p), LinearP::Lower(gp)) => layers::lower_triangular_backward(p, cols, x, g, dld, gp),
+            (LinearP::Diagonal(p), LinearP::Diagonal(gp)) => {
+                layers::diagonal_backward(p, cols, x, g, dld, gp)
+            }
+            (LinearP::Lower(p), LinearP::Lower(gp)) => {
+                layers::lower_triangular_backward(p, cols, x, g, dld, gp)
+            }
             (LinearP::Lu(p), LinearP::Lu(gp)) => layers::lu_backward(p, cols, x, g, dld, gp),
-            (LinearP::Householder(p), LinearP::Householder(gp)) => layers::householder_backward(p, cols, x, g, dld, gp),
+            (LinearP::Householder(p), LinearP::Householder(gp)) => {
+                layers::householder_backward(p, cols, x, g, dld, gp)
+            }
             _ => unreachable!("gradient steps are clones of the parameter steps"),
         }
     }
@@ -162,12 +201,21 @@ impl<T: Real> BaseP<T> {
         }
     }
 
-    pub fn nll_grad(&self, cols: &[usize], z: ArrayView2<T>, scale: T, g: ArrayViewMut2<T>, grad: &mut BaseP<T>) {
+    pub fn nll_grad(
+        &self,
+        cols: &[usize],
+        z: ArrayView2<T>,
+        scale: T,
+        g: ArrayViewMut2<T>,
+        grad: &mut BaseP<T>,
+    ) {
         match (self, grad) {
             (BaseP::Std, _) => base::std_normal_nll_grad(z, scale, g),
             (BaseP::Logistic, _) => base::logistic_nll_grad(cols, z, scale, g),
             (BaseP::Uniform(a, b), _) => base::uniform_nll_grad(*a, *b, cols, z, scale, g),
-            (BaseP::Diag(p), BaseP::Diag(gp)) => base::diag_normal_nll_grad(p, cols, z, scale, g, gp),
+            (BaseP::Diag(p), BaseP::Diag(gp)) => {
+                base::diag_normal_nll_grad(p, cols, z, scale, g, gp)
+            }
             (BaseP::Mix(p), BaseP::Mix(gp)) => base::mixture_nll_grad(p, cols, z, scale, g, gp),
             _ => unreachable!("the gradient base is a clone of the base"),
         }

@@ -6,52 +6,25 @@
 mod library;
 
 use crate::ir::{self, LayerKind};
-use flowspec_runtime::transform::{self as tf, ElementParams};
-use library::{with_tr, BaseP, LinearP};
 use flowspec_runtime::layers::{self, ActNorm, CouplingScratch, Rescale};
 use flowspec_runtime::nn::{self, Mlp};
 use flowspec_runtime::params::Params;
+use flowspec_runtime::transform::{self as tf, ElementParams};
 use flowspec_runtime::{rng_from_seed, Flow, Real};
+use library::{with_tr, BaseP, LinearP};
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 
 /// One executed layer with its parameters and physical column sets (permutations are folded
 /// into these sets by the compiler and have no step).
 #[derive(Clone, Debug)]
 enum Step<T> {
-    Affine {
-        net: Mlp<T>,
-        cond: Vec<usize>,
-        trans: Vec<usize>,
-        bound: T,
-    },
-    Additive {
-        net: Mlp<T>,
-        cond: Vec<usize>,
-        trans: Vec<usize>,
-    },
-    ActNorm {
-        p: ActNorm<T>,
-        cols: Vec<usize>,
-    },
-    Rescale {
-        p: Rescale<T>,
-        cols: Vec<usize>,
-    },
-    Elementwise {
-        tr: ir::Transformer,
-        p: ElementParams<T>,
-        cols: Vec<usize>,
-    },
-    TrCoupling {
-        tr: ir::Transformer,
-        net: Mlp<T>,
-        cond: Vec<usize>,
-        trans: Vec<usize>,
-    },
-    Linear {
-        p: LinearP<T>,
-        cols: Vec<usize>,
-    },
+    Affine { net: Mlp<T>, cond: Vec<usize>, trans: Vec<usize>, bound: T },
+    Additive { net: Mlp<T>, cond: Vec<usize>, trans: Vec<usize> },
+    ActNorm { p: ActNorm<T>, cols: Vec<usize> },
+    Rescale { p: Rescale<T>, cols: Vec<usize> },
+    Elementwise { tr: ir::Transformer, p: ElementParams<T>, cols: Vec<usize> },
+    TrCoupling { tr: ir::Transformer, net: Mlp<T>, cond: Vec<usize>, trans: Vec<usize> },
+    Linear { p: LinearP<T>, cols: Vec<usize> },
 }
 
 /// An executed layer and its tensor-name prefix (`layer{i}` with i the index among all spec
@@ -94,12 +67,7 @@ impl<T: Real> Interp<T> {
         for (i, layer) in flow.layers.iter().enumerate() {
             let prefix = format!("layer{i}");
             let step = match &layer.kind {
-                LayerKind::AffineCoupling {
-                    cond,
-                    trans,
-                    net,
-                    bound,
-                } => Step::Affine {
+                LayerKind::AffineCoupling { cond, trans, net, bound } => Step::Affine {
                     net: Mlp::new(&net.sizes, activation(net.act), &mut rng, true),
                     cond: cond.clone(),
                     trans: trans.clone(),
@@ -110,14 +78,12 @@ impl<T: Real> Interp<T> {
                     cond: cond.clone(),
                     trans: trans.clone(),
                 },
-                LayerKind::ActNorm { cols } => Step::ActNorm {
-                    p: ActNorm::zeros(cols.len()),
-                    cols: cols.clone(),
-                },
-                LayerKind::Rescale { cols } => Step::Rescale {
-                    p: Rescale::zeros(cols.len()),
-                    cols: cols.clone(),
-                },
+                LayerKind::ActNorm { cols } => {
+                    Step::ActNorm { p: ActNorm::zeros(cols.len()), cols: cols.clone() }
+                }
+                LayerKind::Rescale { cols } => {
+                    Step::Rescale { p: Rescale::zeros(cols.len()), cols: cols.clone() }
+                }
                 LayerKind::Elementwise { tr, cols, params } => Step::Elementwise {
                     tr: *tr,
                     p: library::element_params(params, cols.len()),
@@ -129,10 +95,9 @@ impl<T: Real> Interp<T> {
                     cond: cond.clone(),
                     trans: trans.clone(),
                 },
-                LayerKind::Linear { kind, cols } => Step::Linear {
-                    p: LinearP::new(kind, cols.len(), i),
-                    cols: cols.clone(),
-                },
+                LayerKind::Linear { kind, cols } => {
+                    Step::Linear { p: LinearP::new(kind, cols.len(), i), cols: cols.clone() }
+                }
                 LayerKind::Permute { .. } => continue,
             };
             execs.push(Exec { prefix, step });
@@ -177,18 +142,17 @@ impl<T: Real> Step<T> {
     fn inverse(&self, h: &mut Array2<T>, ld: &mut Array1<T>, s: &mut CouplingScratch<T>) {
         let (x, ld) = (h.view_mut(), ld.view_mut());
         match self {
-            Step::Affine {
-                net,
-                cond,
-                trans,
-                bound,
-            } => layers::affine_coupling_inverse(net, cond, trans, *bound, x, ld, s),
+            Step::Affine { net, cond, trans, bound } => {
+                layers::affine_coupling_inverse(net, cond, trans, *bound, x, ld, s)
+            }
             Step::Additive { net, cond, trans } => {
                 layers::additive_coupling_inverse(net, cond, trans, x, ld, s)
             }
             Step::ActNorm { p, cols } => layers::actnorm_inverse(p, cols, x, ld),
             Step::Rescale { p, cols } => layers::rescale_inverse(p, cols, x, ld),
-            Step::Elementwise { tr, p, cols } => with_tr!(tr, |t| tf::elementwise_inverse(&t, p, cols, x, ld)),
+            Step::Elementwise { tr, p, cols } => {
+                with_tr!(tr, |t| tf::elementwise_inverse(&t, p, cols, x, ld))
+            }
             Step::TrCoupling { tr, net, cond, trans } => {
                 with_tr!(tr, |t| tf::transformer_coupling_inverse(&t, net, cond, trans, x, ld, s))
             }
@@ -199,18 +163,17 @@ impl<T: Real> Step<T> {
     fn forward(&self, h: &mut Array2<T>, ld: &mut Array1<T>, s: &mut CouplingScratch<T>) {
         let (x, ld) = (h.view_mut(), ld.view_mut());
         match self {
-            Step::Affine {
-                net,
-                cond,
-                trans,
-                bound,
-            } => layers::affine_coupling_forward(net, cond, trans, *bound, x, ld, s),
+            Step::Affine { net, cond, trans, bound } => {
+                layers::affine_coupling_forward(net, cond, trans, *bound, x, ld, s)
+            }
             Step::Additive { net, cond, trans } => {
                 layers::additive_coupling_forward(net, cond, trans, x, ld, s)
             }
             Step::ActNorm { p, cols } => layers::actnorm_forward(p, cols, x, ld),
             Step::Rescale { p, cols } => layers::rescale_forward(p, cols, x, ld),
-            Step::Elementwise { tr, p, cols } => with_tr!(tr, |t| tf::elementwise_forward(&t, p, cols, x, ld)),
+            Step::Elementwise { tr, p, cols } => {
+                with_tr!(tr, |t| tf::elementwise_forward(&t, p, cols, x, ld))
+            }
             Step::TrCoupling { tr, net, cond, trans } => {
                 with_tr!(tr, |t| tf::transformer_coupling_forward(&t, net, cond, trans, x, ld, s))
             }
@@ -230,15 +193,9 @@ impl<T: Real> Step<T> {
     ) {
         let (x, gv, dv) = (x_in.view(), g.view_mut(), dld.view());
         match (self, grad) {
-            (
-                Step::Affine {
-                    net,
-                    cond,
-                    trans,
-                    bound,
-                },
-                Step::Affine { net: gn, .. },
-            ) => layers::affine_coupling_backward(net, cond, trans, *bound, x, gv, dv, gn, s),
+            (Step::Affine { net, cond, trans, bound }, Step::Affine { net: gn, .. }) => {
+                layers::affine_coupling_backward(net, cond, trans, *bound, x, gv, dv, gn, s)
+            }
             (Step::Additive { net, cond, trans }, Step::Additive { net: gn, .. }) => {
                 layers::additive_coupling_backward(net, cond, trans, x, gv, dv, gn, s)
             }
@@ -252,16 +209,22 @@ impl<T: Real> Step<T> {
                 with_tr!(tr, |t| tf::elementwise_backward(&t, p, cols, x, gv, dv, gp))
             }
             (Step::TrCoupling { tr, net, cond, trans }, Step::TrCoupling { net: gn, .. }) => {
-                with_tr!(tr, |t| tf::transformer_coupling_backward(&t, net, cond, trans, x, gv, dv, gn, s))
+                with_tr!(tr, |t| tf::transformer_coupling_backward(
+                    &t, net, cond, trans, x, gv, dv, gn, s
+                ))
             }
-            (Step::Linear { p, cols }, Step::Linear { p: gp, .. }) => p.backward(cols, x, gv, dv, gp),
+            (Step::Linear { p, cols }, Step::Linear { p: gp, .. }) => {
+                p.backward(cols, x, gv, dv, gp)
+            }
             _ => unreachable!("gradient steps are clones of the parameter steps"),
         }
     }
 
     fn params(&self) -> &dyn Params<T> {
         match self {
-            Step::Affine { net, .. } | Step::Additive { net, .. } | Step::TrCoupling { net, .. } => net,
+            Step::Affine { net, .. }
+            | Step::Additive { net, .. }
+            | Step::TrCoupling { net, .. } => net,
             Step::ActNorm { p, .. } => p,
             Step::Rescale { p, .. } => p,
             Step::Elementwise { p, .. } => p,
@@ -271,7 +234,9 @@ impl<T: Real> Step<T> {
 
     fn params_mut(&mut self) -> &mut dyn Params<T> {
         match self {
-            Step::Affine { net, .. } | Step::Additive { net, .. } | Step::TrCoupling { net, .. } => net,
+            Step::Affine { net, .. }
+            | Step::Additive { net, .. }
+            | Step::TrCoupling { net, .. } => net,
             Step::ActNorm { p, .. } => p,
             Step::Rescale { p, .. } => p,
             Step::Elementwise { p, .. } => p,
@@ -379,8 +344,7 @@ impl<T: Real> Flow for Interp<T> {
         }
         let mut flat = Vec::with_capacity(self.num_params());
         for gs in &grads {
-            gs.params()
-                .visit("", &mut |_, _, d| flat.extend_from_slice(d));
+            gs.params().visit("", &mut |_, _, d| flat.extend_from_slice(d));
         }
         if let Some(p) = gbase.params() {
             p.visit("", &mut |_, _, d| flat.extend_from_slice(d));
@@ -449,8 +413,7 @@ mod tests {
     fn perturb<F: Flow<Real = f64>>(flow: &mut F, seed: u64, scale: f64) {
         let mut rng = rng_from_seed(seed);
         flow.visit_params_mut(&mut |_, _, d| {
-            d.iter_mut()
-                .for_each(|v| *v = rng.random_range(-scale..scale))
+            d.iter_mut().for_each(|v| *v = rng.random_range(-scale..scale))
         });
     }
 
@@ -467,12 +430,7 @@ mod tests {
         let names: Vec<String> = f.param_specs().into_iter().map(|s| s.name).collect();
         assert_eq!(
             &names[..4],
-            [
-                "layer0.loc",
-                "layer0.log_scale",
-                "layer1.net.0.weight",
-                "layer1.net.0.bias"
-            ]
+            ["layer0.loc", "layer0.log_scale", "layer1.net.0.weight", "layer1.net.0.bias"]
         );
         assert!(names.contains(&"layer3.net.1.bias".to_string()));
         assert!(names.contains(&"layer5.log_scale".to_string()));
@@ -486,9 +444,7 @@ mod tests {
         let (a, b) = (Interp::<f64>::new(&ir, 5), Interp::<f64>::new(&ir, 5));
         assert_eq!(a.params(), b.params());
         assert_ne!(a.params(), Interp::<f64>::new(&ir, 6).params());
-        let AnyInterp::F64(c) = AnyInterp::new(&ir, 5) else {
-            panic!("the spec says f64")
-        };
+        let AnyInterp::F64(c) = AnyInterp::new(&ir, 5) else { panic!("the spec says f64") };
         assert_eq!(c.params(), a.params());
         // An f32 flow consumes the RNG identically and holds the same numbers, rounded.
         let rounded: Vec<f32> = a.params().iter().map(|&v| v as f32).collect();
@@ -516,16 +472,11 @@ mod tests {
         perturb(&mut f, 9, 0.5);
         let x = data(11, 4, 3);
         let (z, ld_inv) = f.inverse(x.view());
-        assert!(
-            ld_inv.iter().any(|v| v.abs() > 1e-3),
-            "the perturbed flow has a log-det"
-        );
+        assert!(ld_inv.iter().any(|v| v.abs() > 1e-3), "the perturbed flow has a log-det");
         let (x2, ld_fwd) = f.forward(z.view());
         let err = (&x2 - &x).mapv(f64::abs).fold(0.0, |a: f64, &b| a.max(b));
         assert!(err < 1e-10, "round trip error {err}");
-        let ld_err = (&ld_inv + &ld_fwd)
-            .mapv(f64::abs)
-            .fold(0.0, |a: f64, &b| a.max(b));
+        let ld_err = (&ld_inv + &ld_fwd).mapv(f64::abs).fold(0.0, |a: f64, &b| a.max(b));
         assert!(ld_err < 1e-10, "log-det mismatch {ld_err}");
     }
 
@@ -566,9 +517,8 @@ mod tests {
     #[test]
     fn data_init_standardizes_through_the_layers() {
         let src = "flow A { event [3]; affine_coupling(mask = halves); actnorm; }";
-        let ir = crate::compile(src)
-            .map(|mut p| p.flows.remove(0))
-            .unwrap_or_else(|_| panic!("spec"));
+        let ir =
+            crate::compile(src).map(|mut p| p.flows.remove(0)).unwrap_or_else(|_| panic!("spec"));
         let mut f = Interp::<f64>::new(&ir, 0);
         perturb(&mut f, 3, 0.5);
         let mut x = data(200, 3, 5);
@@ -579,10 +529,7 @@ mod tests {
             let col = z.column(c);
             let mean = col.mean().unwrap_or(f64::NAN);
             let var = col.mapv(|v| v * v).mean().unwrap_or(f64::NAN) - mean * mean;
-            assert!(
-                mean.abs() < 1e-9 && (var - 1.0).abs() < 1e-4,
-                "col {c}: {mean} {var}"
-            );
+            assert!(mean.abs() < 1e-9 && (var - 1.0).abs() < 1e-4, "col {c}: {mean} {var}");
         }
     }
 }
