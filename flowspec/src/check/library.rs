@@ -233,8 +233,8 @@ fn check_linear(
     cols: &[usize],
 ) -> Option<LayerKind> {
     let kind = match name {
-        "diagonal" => bind_none(errs, l, name).map(|_| LinearKind::Diagonal)?,
-        "triangular" => bind_none(errs, l, name).map(|_| LinearKind::LowerTriangular)?,
+        "diagonal" => bind_none_args(errs, name, &l.args).map(|_| LinearKind::Diagonal)?,
+        "triangular" => bind_none_args(errs, name, &l.args).map(|_| LinearKind::LowerTriangular)?,
         "lu" => {
             let s = bind(errs, name, &["seed"], &l.args);
             LinearKind::Lu { seed: s[0].map_or(Some(0), |v| as_count(errs, v, "a seed"))? as u64 }
@@ -254,12 +254,6 @@ fn check_linear(
         }
     };
     Some(LayerKind::Linear { kind, cols: cols.to_vec() })
-}
-
-fn bind_none(errs: &mut Diagnostics, l: &ast::Layer, name: &str) -> Option<()> {
-    let before = errs.len();
-    bind(errs, name, &[], &l.args);
-    (errs.len() == before).then_some(())
 }
 
 fn check_tr_coupling(
