@@ -29,9 +29,7 @@ pub fn check_layer(
     let (label, kind) = match l.kind.name.as_str() {
         "affine_coupling" => ("affine_coupling", check_affine(errs, l, dim, cols)?),
         "additive_coupling" => ("additive_coupling", check_additive(errs, l, dim, cols)?),
-        "rescale" => {
-            ("rescale", no_args(errs, l).map(|_| LayerKind::Rescale { cols: cols.clone() })?)
-        }
+        "rescale" => ("rescale", super::library::check_rescale(errs, l, cols)?),
         "actnorm" => {
             ("actnorm", no_args(errs, l).map(|_| LayerKind::ActNorm { cols: cols.clone() })?)
         }

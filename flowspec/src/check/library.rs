@@ -41,7 +41,7 @@ pub fn check_library_layer(
 ) -> Option<Option<(&'static str, LayerKind)>> {
     let name = LIBRARY_KINDS.iter().copied().find(|k| *k == l.kind.name)?;
     let kind = match name {
-        "diagonal" | "triangular" | "lu" | "orthogonal" => check_linear(errs, l, name, dim, cols),
+        "triangular" | "lu" | "orthogonal" => check_linear(errs, l, name, dim, cols),
         "spline_coupling" | "piecewise_linear_coupling" => {
             check_tr_coupling(errs, l, name, dim, cols)
         }
@@ -61,7 +61,9 @@ fn elementwise_transformer(
         s.get(i).copied().flatten().map_or(Some(default), |v| as_number(errs, v, what))
     };
     Some(match name {
-        "affine" => Transformer::Affine,
+        // `diagonal` (the notes' diagonal linear flow) and `rescale` are affine maps per
+        // dimension; as elementwise layers their parameters can be fixed like any other.
+        "affine" | "diagonal" | "rescale" => Transformer::Affine,
         "leaky_relu" => {
             let slope = num(errs, 0, "the slope", 0.01)?;
             Transformer::LeakyRelu { slope: positive(errs, s[0], slope, "the slope")? }
@@ -113,6 +115,12 @@ fn check_elementwise(
     if tr == Transformer::Affine {
         names.push("scale");
     }
+    // Fixed parameters are named: `affine(4)` could mean a shift or a scale.
+    if let Some(a) = l.args.iter().filter(|a| a.name.is_none()).nth(config.len()) {
+        let known = names[config.len()..].join(", ");
+        errs.error(a.span(), format!("name the parameter this value fixes (`{name}` has {known})"));
+        return None;
+    }
     let slots = bind(errs, name, &names, &l.args);
     let fixed = &slots[config.len()..];
     let mut params = Vec::new();
@@ -124,6 +132,22 @@ fn check_elementwise(
         affine_scale(errs, fixed[tensors.len()], fixed[1], &mut params, cols.len())?;
     }
     Some(LayerKind::Elementwise { tr, cols: cols.to_vec(), params })
+}
+
+/// NICE's final scaling `x = exp(log_scale) * z`: an affine map with its shift fixed at 0.
+pub fn check_rescale(errs: &mut Diagnostics, l: &ast::Layer, cols: &[usize]) -> Option<LayerKind> {
+    if let Some(a) = l.args.iter().find(|a| a.name.as_ref().is_some_and(|n| n.name == "shift")) {
+        errs.error(
+            a.span(),
+            "`rescale` has no shift (NICE's scaling is x = s * z); use `affine` for one",
+        );
+        return None;
+    }
+    let mut kind = check_elementwise(errs, l, "rescale", cols)?;
+    if let LayerKind::Elementwise { params, .. } = &mut kind {
+        params[0].fixed = Some(vec![0.0; cols.len()]);
+    }
+    Some(kind)
 }
 
 /// `scale = s` fixes `log_scale = ln s` (s > 0); giving both is an error.
@@ -233,7 +257,6 @@ fn check_linear(
     cols: &[usize],
 ) -> Option<LayerKind> {
     let kind = match name {
-        "diagonal" => bind_none_args(errs, name, &l.args).map(|_| LinearKind::Diagonal)?,
         "triangular" => bind_none_args(errs, name, &l.args).map(|_| LinearKind::LowerTriangular)?,
         "lu" => {
             let s = bind(errs, name, &["seed"], &l.args);

@@ -108,7 +108,9 @@ pub fn layer_seed(seed: u64, i: usize) -> u64 {
 pub fn init(k: &LayerKind, cx: &Ctx, i: usize, zeros: bool) -> TokenStream {
     let d = lit(cx.flow.dim);
     match k {
-        LayerKind::Elementwise { cols, params, .. } => element_params(params, cols.len(), zeros),
+        LayerKind::Elementwise { cols, params, .. } => {
+            element_params(params, cols.len(), zeros, &cx.t)
+        }
         LayerKind::TransformerCoupling { net, .. } => super::layers::mlp_init(net, zeros),
         LayerKind::Linear { kind, .. } => match *kind {
             LinearKind::Diagonal => quote!(__rt::layers::Diagonal::zeros(#d)),
@@ -133,13 +135,13 @@ pub fn init(k: &LayerKind, cx: &Ctx, i: usize, zeros: bool) -> TokenStream {
 
 /// `ElementParams { tensors: vec![ParamTensor { .. }, ..] }`; fixed tensors carry their
 /// values and are not trainable (the gradient accumulator keeps zeros there).
-fn element_params(params: &[ParamTensor], d: usize, zeros: bool) -> TokenStream {
+fn element_params(params: &[ParamTensor], d: usize, zeros: bool, t: &TokenStream) -> TokenStream {
     let tensors = params.iter().map(|p| {
         let (name, k, dl) = (p.name, lit(p.k), lit(d));
         let trainable = p.fixed.is_none();
         let value = match &p.fixed {
             Some(v) if !zeros => {
-                quote!(__rt::ndarray::Array2::from_shape_vec((#dl, #k), ::std::vec![#(#v),*]).expect("D x k values"))
+                quote!(__rt::ndarray::Array2::from_shape_vec((#dl, #k), ::std::vec![#(#v as #t),*]).expect("D x k values"))
             }
             _ => quote!(__rt::ndarray::Array2::zeros((#dl, #k))),
         };
