@@ -127,7 +127,6 @@ pub struct ParamTensor {
 /// Linear layers `x = W z + b` with structured `W`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum LinearKind {
-    Diagonal,
     LowerTriangular,
     /// Glow's `P L U`, initialised from a random rotation drawn with `seed`.
     Lu {
@@ -143,7 +142,6 @@ pub enum LinearKind {
 impl LinearKind {
     pub fn num_params(&self, d: usize) -> usize {
         match *self {
-            LinearKind::Diagonal => 2 * d,
             LinearKind::LowerTriangular => d * d + 2 * d,
             LinearKind::Lu { .. } => 2 * d * d + 2 * d,
             LinearKind::Householder { reflections, .. } => reflections * d + d,
@@ -182,9 +180,6 @@ pub enum LayerKind {
     AffineCoupling { cond: Vec<usize>, trans: Vec<usize>, net: Mlp, bound: f64 },
     /// NICE: `z_t = x_t + net(x_c)`.
     AdditiveCoupling { cond: Vec<usize>, trans: Vec<usize>, net: Mlp },
-    /// NICE's final diagonal scaling, as the notes write it: `x = exp(log_scale) * z`;
-    /// `cols[i]` holds logical dimension i.
-    Rescale { cols: Vec<usize> },
     /// Glow's actnorm: `z = (x - loc) * exp(-log_scale)`, initialised from data.
     ActNorm { cols: Vec<usize> },
     /// An elementwise map `x = t(z)` on every dimension (`cols[i]` holds dimension i).
@@ -243,7 +238,6 @@ impl Layer {
                 params.iter().filter(|p| p.fixed.is_none()).map(|p| p.k * cols.len()).sum()
             }
             LayerKind::Linear { kind, cols } => kind.num_params(cols.len()),
-            LayerKind::Rescale { cols } => cols.len(),
             LayerKind::ActNorm { cols } => 2 * cols.len(),
             LayerKind::Permute { .. } => 0,
         }
@@ -253,10 +247,7 @@ impl Layer {
             LayerKind::AffineCoupling { .. }
             | LayerKind::AdditiveCoupling { .. }
             | LayerKind::TransformerCoupling { .. } => Jacobian::BlockTriangular,
-            LayerKind::Rescale { .. }
-            | LayerKind::ActNorm { .. }
-            | LayerKind::Elementwise { .. } => Jacobian::Diagonal,
-            LayerKind::Linear { kind: LinearKind::Diagonal, .. } => Jacobian::Diagonal,
+            LayerKind::ActNorm { .. } | LayerKind::Elementwise { .. } => Jacobian::Diagonal,
             LayerKind::Linear { kind: LinearKind::LowerTriangular, .. } => Jacobian::Triangular,
             LayerKind::Linear { .. } => Jacobian::Dense,
             LayerKind::Permute { .. } => Jacobian::Permutation,
@@ -358,7 +349,6 @@ fn describe_kind(k: &LayerKind) -> String {
         LayerKind::AdditiveCoupling { cond, trans, net } => {
             format!("additive_coupling cond {cond:?} trans {trans:?} net {}", describe_mlp(net))
         }
-        LayerKind::Rescale { cols } => format!("rescale cols {cols:?}"),
         LayerKind::ActNorm { cols } => format!("actnorm cols {cols:?}"),
         LayerKind::Permute { order, how } => format!("permute {how:?} order {order:?} (folded)"),
         LayerKind::Elementwise { tr, cols, params } => {

@@ -66,7 +66,6 @@ impl LayerGen for ir::Layer {
             LayerKind::AffineCoupling { .. } | LayerKind::AdditiveCoupling { .. } => {
                 quote!(::flowspec_runtime::__private::nn::Mlp<#t>)
             }
-            LayerKind::Rescale { .. } => quote!(::flowspec_runtime::__private::layers::Rescale<#t>),
             LayerKind::ActNorm { .. } => quote!(::flowspec_runtime::__private::layers::ActNorm<#t>),
             LayerKind::Permute { .. } => quote!(()),
             k => super::library::field_type(k, t),
@@ -81,7 +80,7 @@ impl LayerGen for ir::Layer {
                 let (a, b) = (const_cols(&c, cond), const_cols(&t, trans));
                 quote!(#a #b)
             }
-            LayerKind::Rescale { cols } | LayerKind::ActNorm { cols } => const_cols(&k, cols),
+            LayerKind::ActNorm { cols } => const_cols(&k, cols),
             LayerKind::Permute { .. } => quote!(),
             kind => super::library::consts(kind, i),
         }
@@ -93,7 +92,6 @@ impl LayerGen for ir::Layer {
             LayerKind::AffineCoupling { net, .. } | LayerKind::AdditiveCoupling { net, .. } => {
                 mlp_init(net, zeros)
             }
-            LayerKind::Rescale { .. } => quote!(__rt::layers::Rescale::zeros(#d)),
             LayerKind::ActNorm { .. } => quote!(__rt::layers::ActNorm::zeros(#d)),
             LayerKind::Permute { .. } => quote!(()),
             k => super::library::init(k, _cx, i, zeros),
@@ -132,9 +130,6 @@ impl LayerGen for ir::Layer {
             LayerKind::AdditiveCoupling { .. } => {
                 quote!(__rt::layers::additive_coupling_backward(&self.#f, &#c, &#t, #common, &mut __s.#f);)
             }
-            LayerKind::Rescale { .. } => {
-                quote!(__rt::layers::rescale_backward(&self.#f, &#cols, #common);)
-            }
             LayerKind::ActNorm { .. } => {
                 quote!(__rt::layers::actnorm_backward(&self.#f, &#cols, #common);)
             }
@@ -169,10 +164,6 @@ fn step(l: &ir::Layer, cx: &Ctx, i: usize, dir: &str) -> TokenStream {
         LayerKind::AdditiveCoupling { .. } => {
             let func = format_ident!("additive_coupling_{}", dir);
             quote!(__rt::layers::#func(&self.#f, &#c, &#t, #state, &mut __s.#f);)
-        }
-        LayerKind::Rescale { .. } => {
-            let func = format_ident!("rescale_{}", dir);
-            quote!(__rt::layers::#func(&self.#f, &#cols, #state);)
         }
         LayerKind::ActNorm { .. } => {
             let func = format_ident!("actnorm_{}", dir);

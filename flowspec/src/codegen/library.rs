@@ -59,7 +59,6 @@ fn linear_type(k: &LinearKind) -> proc_macro2::Ident {
     format_ident!(
         "{}",
         match k {
-            LinearKind::Diagonal => "Diagonal",
             LinearKind::LowerTriangular => "LowerTriangular",
             LinearKind::Lu { .. } => "Lu",
             LinearKind::Householder { .. } => "Householder",
@@ -69,7 +68,6 @@ fn linear_type(k: &LinearKind) -> proc_macro2::Ident {
 
 fn linear_prefix(k: &LinearKind) -> &'static str {
     match k {
-        LinearKind::Diagonal => "diagonal",
         LinearKind::LowerTriangular => "lower_triangular",
         LinearKind::Lu { .. } => "lu",
         LinearKind::Householder { .. } => "householder",
@@ -113,7 +111,6 @@ pub fn init(k: &LayerKind, cx: &Ctx, i: usize, zeros: bool) -> TokenStream {
         }
         LayerKind::TransformerCoupling { net, .. } => super::layers::mlp_init(net, zeros),
         LayerKind::Linear { kind, .. } => match *kind {
-            LinearKind::Diagonal => quote!(__rt::layers::Diagonal::zeros(#d)),
             LinearKind::LowerTriangular => quote!(__rt::layers::LowerTriangular::zeros(#d)),
             LinearKind::Lu { .. } if zeros => quote!(__rt::layers::Lu::identity(#d)),
             LinearKind::Lu { seed } => {

@@ -5,7 +5,7 @@
 use crate::codegen::layer_seed;
 use crate::ir::{self, LinearKind};
 use flowspec_runtime::base::{self, DiagNormal, Mixture};
-use flowspec_runtime::layers::{self, Diagonal, Householder, LowerTriangular, Lu};
+use flowspec_runtime::layers::{self, Householder, LowerTriangular, Lu};
 use flowspec_runtime::params::Params;
 use flowspec_runtime::transform::{ElementParams, ParamTensor};
 use flowspec_runtime::{rng_from_seed, FlowRng, Real};
@@ -71,7 +71,6 @@ pub fn element_params<T: Real>(params: &[ir::ParamTensor], d: usize) -> ElementP
 /// A linear layer's parameters.
 #[derive(Clone, Debug)]
 pub enum LinearP<T> {
-    Diagonal(Diagonal<T>),
     Lower(LowerTriangular<T>),
     Lu(Lu<T>),
     Householder(Householder<T>),
@@ -81,7 +80,6 @@ impl<T: Real> LinearP<T> {
     /// As generated code initialises them, for layer `i` of the spec.
     pub fn new(kind: &LinearKind, d: usize, i: usize) -> Self {
         match *kind {
-            LinearKind::Diagonal => LinearP::Diagonal(Diagonal::zeros(d)),
             LinearKind::LowerTriangular => LinearP::Lower(LowerTriangular::zeros(d)),
             LinearKind::Lu { seed } => {
                 LinearP::Lu(Lu::new(d, &mut rng_from_seed(layer_seed(seed, i))))
@@ -94,7 +92,6 @@ impl<T: Real> LinearP<T> {
 
     pub fn params(&self) -> &dyn Params<T> {
         match self {
-            LinearP::Diagonal(p) => p,
             LinearP::Lower(p) => p,
             LinearP::Lu(p) => p,
             LinearP::Householder(p) => p,
@@ -103,7 +100,6 @@ impl<T: Real> LinearP<T> {
 
     pub fn params_mut(&mut self) -> &mut dyn Params<T> {
         match self {
-            LinearP::Diagonal(p) => p,
             LinearP::Lower(p) => p,
             LinearP::Lu(p) => p,
             LinearP::Householder(p) => p,
@@ -112,7 +108,6 @@ impl<T: Real> LinearP<T> {
 
     pub fn inverse(&self, cols: &[usize], x: ArrayViewMut2<T>, ld: ArrayViewMut1<T>) {
         match self {
-            LinearP::Diagonal(p) => layers::diagonal_inverse(p, cols, x, ld),
             LinearP::Lower(p) => layers::lower_triangular_inverse(p, cols, x, ld),
             LinearP::Lu(p) => layers::lu_inverse(p, cols, x, ld),
             LinearP::Householder(p) => layers::householder_inverse(p, cols, x, ld),
@@ -121,7 +116,6 @@ impl<T: Real> LinearP<T> {
 
     pub fn forward(&self, cols: &[usize], x: ArrayViewMut2<T>, ld: ArrayViewMut1<T>) {
         match self {
-            LinearP::Diagonal(p) => layers::diagonal_forward(p, cols, x, ld),
             LinearP::Lower(p) => layers::lower_triangular_forward(p, cols, x, ld),
             LinearP::Lu(p) => layers::lu_forward(p, cols, x, ld),
             LinearP::Householder(p) => layers::householder_forward(p, cols, x, ld),
@@ -137,9 +131,6 @@ impl<T: Real> LinearP<T> {
         grad: &mut LinearP<T>,
     ) {
         match (self, grad) {
-            (LinearP::Diagonal(p), LinearP::Diagonal(gp)) => {
-                layers::diagonal_backward(p, cols, x, g, dld, gp)
-            }
             (LinearP::Lower(p), LinearP::Lower(gp)) => {
                 layers::lower_triangular_backward(p, cols, x, g, dld, gp)
             }

@@ -6,7 +6,7 @@
 mod library;
 
 use crate::ir::{self, LayerKind};
-use flowspec_runtime::layers::{self, ActNorm, CouplingScratch, Rescale};
+use flowspec_runtime::layers::{self, ActNorm, CouplingScratch};
 use flowspec_runtime::nn::{self, Mlp};
 use flowspec_runtime::params::Params;
 use flowspec_runtime::transform::{self as tf, ElementParams};
@@ -21,7 +21,6 @@ enum Step<T> {
     Affine { net: Mlp<T>, cond: Vec<usize>, trans: Vec<usize>, bound: T },
     Additive { net: Mlp<T>, cond: Vec<usize>, trans: Vec<usize> },
     ActNorm { p: ActNorm<T>, cols: Vec<usize> },
-    Rescale { p: Rescale<T>, cols: Vec<usize> },
     Elementwise { tr: ir::Transformer, p: ElementParams<T>, cols: Vec<usize> },
     TrCoupling { tr: ir::Transformer, net: Mlp<T>, cond: Vec<usize>, trans: Vec<usize> },
     Linear { p: LinearP<T>, cols: Vec<usize> },
@@ -80,9 +79,6 @@ impl<T: Real> Interp<T> {
                 },
                 LayerKind::ActNorm { cols } => {
                     Step::ActNorm { p: ActNorm::zeros(cols.len()), cols: cols.clone() }
-                }
-                LayerKind::Rescale { cols } => {
-                    Step::Rescale { p: Rescale::zeros(cols.len()), cols: cols.clone() }
                 }
                 LayerKind::Elementwise { tr, cols, params } => Step::Elementwise {
                     tr: *tr,
@@ -149,7 +145,6 @@ impl<T: Real> Step<T> {
                 layers::additive_coupling_inverse(net, cond, trans, x, ld, s)
             }
             Step::ActNorm { p, cols } => layers::actnorm_inverse(p, cols, x, ld),
-            Step::Rescale { p, cols } => layers::rescale_inverse(p, cols, x, ld),
             Step::Elementwise { tr, p, cols } => {
                 with_tr!(tr, |t| tf::elementwise_inverse(&t, p, cols, x, ld))
             }
@@ -170,7 +165,6 @@ impl<T: Real> Step<T> {
                 layers::additive_coupling_forward(net, cond, trans, x, ld, s)
             }
             Step::ActNorm { p, cols } => layers::actnorm_forward(p, cols, x, ld),
-            Step::Rescale { p, cols } => layers::rescale_forward(p, cols, x, ld),
             Step::Elementwise { tr, p, cols } => {
                 with_tr!(tr, |t| tf::elementwise_forward(&t, p, cols, x, ld))
             }
@@ -202,9 +196,6 @@ impl<T: Real> Step<T> {
             (Step::ActNorm { p, cols }, Step::ActNorm { p: gp, .. }) => {
                 layers::actnorm_backward(p, cols, x, gv, dv, gp)
             }
-            (Step::Rescale { p, cols }, Step::Rescale { p: gp, .. }) => {
-                layers::rescale_backward(p, cols, x, gv, dv, gp)
-            }
             (Step::Elementwise { tr, p, cols }, Step::Elementwise { p: gp, .. }) => {
                 with_tr!(tr, |t| tf::elementwise_backward(&t, p, cols, x, gv, dv, gp))
             }
@@ -226,7 +217,6 @@ impl<T: Real> Step<T> {
             | Step::Additive { net, .. }
             | Step::TrCoupling { net, .. } => net,
             Step::ActNorm { p, .. } => p,
-            Step::Rescale { p, .. } => p,
             Step::Elementwise { p, .. } => p,
             Step::Linear { p, .. } => p.params(),
         }
@@ -238,7 +228,6 @@ impl<T: Real> Step<T> {
             | Step::Additive { net, .. }
             | Step::TrCoupling { net, .. } => net,
             Step::ActNorm { p, .. } => p,
-            Step::Rescale { p, .. } => p,
             Step::Elementwise { p, .. } => p,
             Step::Linear { p, .. } => p.params_mut(),
         }

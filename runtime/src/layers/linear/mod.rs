@@ -13,12 +13,10 @@
 //! `dLoss/dW = -sum_rows (W^{-T} gz) z^T`, plus `-W^{-T} * sum(dld)` from the
 //! log-determinant, pushed through each structure's parameterisation.
 
-mod diagonal;
 mod householder;
 mod lu;
 mod triangular;
 
-pub use diagonal::{diagonal_backward, diagonal_forward, diagonal_inverse, Diagonal};
 pub use householder::{
     householder_backward, householder_forward, householder_inverse, Householder,
 };
