@@ -4,7 +4,7 @@
 
 use super::score::{self, Summary};
 use super::{load_program, load_weights, number, pick_flow, sibling};
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Result};
 use flowspec::interp::{AnyInterp, Interp};
 use flowspec::ir;
 use flowspec_runtime::{data, train, Flow, Real};
@@ -79,8 +79,8 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     };
     let out = args.out.clone().unwrap_or_else(|| sibling(&args.weights, "eval.csv"));
     let flags = ev.anomaly.as_ref().map(|a| a.flags.as_slice());
-    std::fs::write(&out, log_prob_csv(&ev.log_probs, flags))
-        .with_context(|| format!("cannot write `{}`", out.display()))?;
+    let csv = log_prob_csv(&ev.log_probs, flags);
+    super::write_atomically(&out, |w| std::io::Write::write_all(w, csv.as_bytes()))?;
     if args.json {
         println!("{}", to_json(args, flow, &data, &ev, &out));
     } else {

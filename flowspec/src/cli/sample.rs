@@ -3,12 +3,11 @@
 //! not by memory.
 
 use super::{load_program, load_weights, number, pick_flow, sibling};
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use flowspec::interp::{AnyInterp, Interp};
 use flowspec_runtime::{rng_from_seed, Flow, Real};
 use ndarray::ArrayView2;
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Rows drawn per pass through the flow.
@@ -77,11 +76,12 @@ pub fn run(args: &SampleArgs) -> Result<()> {
 /// value.
 fn load_and_draw<T: Real>(mut flow: Interp<T>, args: &SampleArgs, out: &Path) -> Result<usize> {
     load_weights(&mut flow, &args.weights)?;
-    let file = File::create(out).with_context(|| format!("cannot create `{}`", out.display()))?;
-    let mut w = BufWriter::new(file);
-    let written = draw(&flow, args.n, args.temperature, args.seed, &mut w)
-        .and_then(|bad| w.flush().map(|()| bad));
-    written.with_context(|| format!("cannot write `{}`", out.display()))
+    let mut non_finite = 0;
+    super::write_atomically(out, |w| {
+        non_finite = draw(&flow, args.n, args.temperature, args.seed, w)?;
+        Ok(())
+    })?;
+    Ok(non_finite)
 }
 
 /// Writes the header and `n` samples at `temperature`, drawn in chunks from one RNG.
