@@ -87,6 +87,8 @@ fn layer_library_specs() {
     agree("specs/linear_elementwise.flow", PiecewiseSquare::new(7));
     agree("specs/digits.flow", Digits::new(7));
     agree("specs/spline_1d.flow", Spline1d::new(7));
+    agree("specs/fixed_linear.flow", FixedLinear::new(7));
+    agree("specs/fixed_linear.flow", PartlyFixed::new(7));
 }
 
 /// The f32 flow too: the same parameters and outputs in single precision.

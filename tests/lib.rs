@@ -12,6 +12,7 @@ pub mod specs {
     flowspec_macros::flow!(file = "../specs/linear_elementwise.flow");
     flowspec_macros::flow!(file = "../specs/digits.flow");
     flowspec_macros::flow!(file = "../specs/spline_1d.flow");
+    flowspec_macros::flow!(file = "../specs/fixed_linear.flow");
 }
 
 /// The spec files `specs` above includes (paths relative to the workspace root).
@@ -26,4 +27,5 @@ pub const SPEC_FILES: &[&str] = &[
     "specs/linear_elementwise.flow",
     "specs/digits.flow",
     "specs/spline_1d.flow",
+    "specs/fixed_linear.flow",
 ];

@@ -60,6 +60,12 @@ fn linear_elementwise() {
 }
 
 #[test]
+fn fixed_parameters() {
+    check(FixedLinear::new(0), 0.0);
+    check(PartlyFixed::new(9), 0.2);
+}
+
+#[test]
 fn spline_1d() {
     check(Spline1d::new(8), 0.3);
 }

@@ -1,7 +1,7 @@
 //! The reference notes' worked examples, exactly, and 1-D densities that integrate to one.
 
 use flowspec_runtime::Flow;
-use flowspec_tests::specs::{ExpOfUniform, FourZ, Spline1d};
+use flowspec_tests::specs::{ExpOfUniform, FixedLinear, FourZ, PartlyFixed, Spline1d};
 use ndarray::{array, Array2};
 
 /// Section 3.2: X = 4Z, Z ~ U[0, 2]: p_X(4) = p_Z(1) |h'(4)| = 1/2 * 1/4 = 1/8, and the
@@ -62,5 +62,45 @@ fn samples_match_the_density() {
     let p = s.log_prob(xs.view()).mapv(f64::exp);
     let quad_mean = (0..=n).map(|i| xs[[i, 0]] * p[i]).sum::<f64>() * 80.0 / n as f64;
     assert!((mc_mean - quad_mean).abs() < 0.02, "MC {mc_mean} vs quadrature {quad_mean}");
+    let _ = array![0.0];
+}
+
+/// Section 6.1: x = W z + b with W = [[2, 0], [1, 1]], b = (1, -1), fixed in the spec:
+/// log p(x) = log N(W^-1 (x - b)) - ln|det W| = log N(z) - ln 2.
+#[test]
+fn fixed_linear_flow_is_exact() {
+    let f = FixedLinear::new(0);
+    assert_eq!(FixedLinear::NUM_PARAMS, 0);
+    let x = [3.0, 0.5];
+    let z = [(x[0] - 1.0) / 2.0, (x[1] + 1.0) - (x[0] - 1.0) / 2.0];
+    let log_n = -0.5 * (z[0] * z[0] + z[1] * z[1]) - (2.0 * std::f64::consts::PI).ln();
+    assert!((f.log_prob_one(&x) - (log_n - 2f64.ln())).abs() < 1e-14);
+    assert_eq!(f.inverse_one(&x).0, z);
+}
+
+/// Fixed tensors stay fixed: they are not parameters, survive data initialisation, and are
+/// not in the weights file.
+#[test]
+fn fixed_tensors_are_not_trained_or_saved() {
+    let mut f = PartlyFixed::new(1);
+    let names: Vec<String> = f.param_specs().into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"layer0.loc".to_string())
+            && !names.contains(&"layer0.log_scale".to_string())
+    );
+    assert!(
+        !names.contains(&"layer1.shift".to_string()) && names.contains(&"layer1.lower".to_string())
+    );
+    assert!(
+        names.contains(&"base.loc".to_string()) && !names.contains(&"base.log_scale".to_string())
+    );
+    assert_eq!(f.num_params(), PartlyFixed::NUM_PARAMS);
+    let x = Array2::from_shape_fn((50, 3), |(i, j)| (i * 7 + j * 3) as f64 % 5.0 + j as f64);
+    f.data_init(x.view());
+    assert_eq!(f.layer0.log_scale.to_vec(), vec![0.0; 3]);
+    assert_ne!(f.layer0.loc.to_vec(), vec![0.0; 3]);
+    assert_eq!(f.layer1.shift.to_vec(), vec![0.5, 0.0, -0.5]);
+    let (_, g) = f.nll_and_grad(x.view());
+    assert_eq!(g.len(), PartlyFixed::NUM_PARAMS);
     let _ = array![0.0];
 }

@@ -41,11 +41,26 @@ pub enum Base {
         b: f64,
     },
     /// A normal with learnable per-dimension location and log-scale.
-    DiagNormal,
+    DiagNormal {
+        fixed: Vec<FixedTensor>,
+    },
     /// A mixture of `k` diagonal Gaussians with learnable weights, means and scales.
     Mixture {
         k: usize,
+        fixed: Vec<FixedTensor>,
     },
+}
+
+/// A parameter tensor the spec fixes (by its runtime name, e.g. `loc`), row-major values.
+/// Fixed tensors are part of the architecture: in the fingerprint, not in the weights.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FixedTensor {
+    pub name: &'static str,
+    pub values: Vec<f64>,
+}
+
+fn fixed_count(fixed: &[FixedTensor]) -> usize {
+    fixed.iter().map(|t| t.values.len()).sum()
 }
 
 impl Base {
@@ -54,15 +69,22 @@ impl Base {
             Base::StdNormal => "normal".into(),
             Base::Logistic => "logistic".into(),
             Base::Uniform { a, b } => format!("uniform({a}, {b})"),
-            Base::DiagNormal => "diag_normal".into(),
-            Base::Mixture { k } => format!("mixture(k = {k})"),
+            Base::DiagNormal { fixed } => format!("diag_normal{}", describe_fixed(fixed)),
+            Base::Mixture { k, fixed } => format!("mixture(k = {k}){}", describe_fixed(fixed)),
+        }
+    }
+    /// The tensors the spec fixes.
+    pub fn fixed(&self) -> &[FixedTensor] {
+        match self {
+            Base::DiagNormal { fixed } | Base::Mixture { fixed, .. } => fixed,
+            _ => &[],
         }
     }
     pub fn num_params(&self, dim: usize) -> usize {
         match self {
             Base::StdNormal | Base::Logistic | Base::Uniform { .. } => 0,
-            Base::DiagNormal => 2 * dim,
-            Base::Mixture { k } => k + 2 * k * dim,
+            Base::DiagNormal { fixed } => 2 * dim - fixed_count(fixed),
+            Base::Mixture { k, fixed } => k + 2 * k * dim - fixed_count(fixed),
         }
     }
 }
@@ -181,14 +203,14 @@ pub enum LayerKind {
     /// NICE: `z_t = x_t + net(x_c)`.
     AdditiveCoupling { cond: Vec<usize>, trans: Vec<usize>, net: Mlp },
     /// Glow's actnorm: `z = (x - loc) * exp(-log_scale)`, initialised from data.
-    ActNorm { cols: Vec<usize> },
+    ActNorm { cols: Vec<usize>, fixed: Vec<FixedTensor> },
     /// An elementwise map `x = t(z)` on every dimension (`cols[i]` holds dimension i).
     Elementwise { tr: Transformer, cols: Vec<usize>, params: Vec<ParamTensor> },
     /// A coupling whose transformer is `tr`: `z_t = t(x_t; net(x_c))`, `tr.n_params()`
     /// conditioner outputs per transformed dimension.
     TransformerCoupling { tr: Transformer, cond: Vec<usize>, trans: Vec<usize>, net: Mlp },
     /// `x = W z + b`.
-    Linear { kind: LinearKind, cols: Vec<usize> },
+    Linear { kind: LinearKind, cols: Vec<usize>, fixed: Vec<FixedTensor> },
     /// A permutation `z_i = x_order[i]` (logical), folded into the column sets of the layers
     /// after it: it costs nothing at run time and codegen emits nothing for it.
     Permute { order: Vec<usize>, how: PermuteHow },
@@ -237,9 +259,18 @@ impl Layer {
             LayerKind::Elementwise { cols, params, .. } => {
                 params.iter().filter(|p| p.fixed.is_none()).map(|p| p.k * cols.len()).sum()
             }
-            LayerKind::Linear { kind, cols } => kind.num_params(cols.len()),
-            LayerKind::ActNorm { cols } => 2 * cols.len(),
+            LayerKind::Linear { kind, cols, fixed } => {
+                kind.num_params(cols.len()) - fixed_count(fixed)
+            }
+            LayerKind::ActNorm { cols, fixed } => 2 * cols.len() - fixed_count(fixed),
             LayerKind::Permute { .. } => 0,
+        }
+    }
+    /// The parameter tensors the spec fixes.
+    pub fn fixed(&self) -> &[FixedTensor] {
+        match &self.kind {
+            LayerKind::ActNorm { fixed, .. } | LayerKind::Linear { fixed, .. } => fixed,
+            _ => &[],
         }
     }
     pub fn jacobian(&self) -> Jacobian {
@@ -349,7 +380,9 @@ fn describe_kind(k: &LayerKind) -> String {
         LayerKind::AdditiveCoupling { cond, trans, net } => {
             format!("additive_coupling cond {cond:?} trans {trans:?} net {}", describe_mlp(net))
         }
-        LayerKind::ActNorm { cols } => format!("actnorm cols {cols:?}"),
+        LayerKind::ActNorm { cols, fixed } => {
+            format!("actnorm cols {cols:?}{}", describe_fixed(fixed))
+        }
         LayerKind::Permute { order, how } => format!("permute {how:?} order {order:?} (folded)"),
         LayerKind::Elementwise { tr, cols, params } => {
             let ps: Vec<String> = params.iter().map(describe_param).collect();
@@ -358,8 +391,14 @@ fn describe_kind(k: &LayerKind) -> String {
         LayerKind::TransformerCoupling { tr, cond, trans, net } => {
             format!("coupling {tr:?} cond {cond:?} trans {trans:?} net {}", describe_mlp(net))
         }
-        LayerKind::Linear { kind, cols } => format!("linear {kind:?} cols {cols:?}"),
+        LayerKind::Linear { kind, cols, fixed } => {
+            format!("linear {kind:?} cols {cols:?}{}", describe_fixed(fixed))
+        }
     }
+}
+
+fn describe_fixed(fixed: &[FixedTensor]) -> String {
+    fixed.iter().map(|t| format!(" fixed {} {:?}", t.name, t.values)).collect()
 }
 
 fn describe_param(p: &ParamTensor) -> String {

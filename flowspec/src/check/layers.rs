@@ -30,9 +30,7 @@ pub fn check_layer(
         "affine_coupling" => ("affine_coupling", check_affine(errs, l, dim, cols)?),
         "additive_coupling" => ("additive_coupling", check_additive(errs, l, dim, cols)?),
         "rescale" => ("rescale", super::library::check_rescale(errs, l, cols)?),
-        "actnorm" => {
-            ("actnorm", no_args(errs, l).map(|_| LayerKind::ActNorm { cols: cols.clone() })?)
-        }
+        "actnorm" => ("actnorm", super::library::check_actnorm(errs, l, cols)?),
         "reverse" => (
             "reverse",
             no_args(errs, l)

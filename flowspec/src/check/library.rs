@@ -257,13 +257,30 @@ fn check_linear(
     cols: &[usize],
 ) -> Option<LayerKind> {
     let kind = match name {
-        "triangular" => bind_none_args(errs, name, &l.args).map(|_| LinearKind::LowerTriangular)?,
+        "triangular" => {
+            let s = bind(errs, name, &["log_diag", "lower", "shift"], &l.args);
+            let specs = [("log_diag", dim, 1), ("lower", dim, dim), ("shift", dim, 1)];
+            let fixed = check_fixed(errs, &s, &specs)?;
+            return Some(LayerKind::Linear {
+                kind: LinearKind::LowerTriangular,
+                cols: cols.to_vec(),
+                fixed,
+            });
+        }
         "lu" => {
-            let s = bind(errs, name, &["seed"], &l.args);
-            LinearKind::Lu { seed: s[0].map_or(Some(0), |v| as_count(errs, v, "a seed"))? as u64 }
+            let s = bind(errs, name, &["seed", "lower", "upper", "log_s", "shift"], &l.args);
+            let specs =
+                [("lower", dim, dim), ("upper", dim, dim), ("log_s", dim, 1), ("shift", dim, 1)];
+            let fixed = check_fixed(errs, &s[1..], &specs)?;
+            let seed = s[0].map_or(Some(0), |v| as_count(errs, v, "a seed"))? as u64;
+            return Some(LayerKind::Linear {
+                kind: LinearKind::Lu { seed },
+                cols: cols.to_vec(),
+                fixed,
+            });
         }
         _ => {
-            let s = bind(errs, name, &["reflections", "seed"], &l.args);
+            let s = bind(errs, name, &["reflections", "seed", "vectors", "shift"], &l.args);
             let k = s[0].map_or(Some(dim), |v| as_count(errs, v, "the number of reflections"))?;
             if k == 0 {
                 errs.error(
@@ -273,10 +290,38 @@ fn check_linear(
                 return None;
             }
             let seed = s[1].map_or(Some(0), |v| as_count(errs, v, "a seed"))? as u64;
-            LinearKind::Householder { reflections: k, seed }
+            let fixed = check_fixed(errs, &s[2..], &[("vectors", k, dim), ("shift", dim, 1)])?;
+            (LinearKind::Householder { reflections: k, seed }, fixed)
         }
     };
-    Some(LayerKind::Linear { kind, cols: cols.to_vec() })
+    Some(LayerKind::Linear { kind: kind.0, cols: cols.to_vec(), fixed: kind.1 })
+}
+
+/// `actnorm(loc = .., log_scale = ..)`: fixed tensors are kept through data initialisation.
+pub fn check_actnorm(errs: &mut Diagnostics, l: &ast::Layer, cols: &[usize]) -> Option<LayerKind> {
+    let d = cols.len();
+    let s = bind(errs, "actnorm", &["loc", "log_scale"], &l.args);
+    let fixed = check_fixed(errs, &s, &[("loc", d, 1), ("log_scale", d, 1)])?;
+    Some(LayerKind::ActNorm { cols: cols.to_vec(), fixed })
+}
+
+/// Fixed tensors of shape `rows x cols` (`cols == 1`: a vector): a number for every entry, a
+/// list of `rows` numbers (vectors), or `rows` lists of `cols` numbers (matrices).
+fn check_fixed(
+    errs: &mut Diagnostics,
+    slots: &[Option<&Value>],
+    specs: &[(&'static str, usize, usize)],
+) -> Option<Vec<ir::FixedTensor>> {
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (slot, &(name, rows, k)) in slots.iter().zip(specs) {
+        match fixed_values(errs, *slot, name, rows, k) {
+            Some(Some(values)) => out.push(ir::FixedTensor { name, values }),
+            Some(None) => {}
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
 }
 
 fn check_tr_coupling(
@@ -333,7 +378,8 @@ fn check_dequantize(
 
 pub const BASES: &[&str] = &["normal", "logistic", "uniform", "diag_normal", "mixture"];
 
-pub fn check_base(errs: &mut Diagnostics, v: &Value) -> Option<ir::Base> {
+/// `dim`: the event size (fixed base tensors are checked against it; 0 when unknown).
+pub fn check_base(errs: &mut Diagnostics, v: &Value, dim: usize) -> Option<ir::Base> {
     let Some((name, span, args)) = as_call(v) else {
         errs.error(
             v.span,
@@ -348,7 +394,12 @@ pub fn check_base(errs: &mut Diagnostics, v: &Value) -> Option<ir::Base> {
     match name {
         "normal" => bind_none_args(errs, name, args).map(|_| ir::Base::StdNormal),
         "logistic" => bind_none_args(errs, name, args).map(|_| ir::Base::Logistic),
-        "diag_normal" => bind_none_args(errs, name, args).map(|_| ir::Base::DiagNormal),
+        "diag_normal" => {
+            let s = bind(errs, name, &["loc", "log_scale"], args);
+            let d = dim;
+            let fixed = check_fixed(errs, &s, &[("loc", d, 1), ("log_scale", d, 1)])?;
+            Some(ir::Base::DiagNormal { fixed })
+        }
         "uniform" => {
             let s = bind(errs, name, &["a", "b"], args);
             let a = s[0].map_or(Some(0.0), |v| as_number(errs, v, "a"))?;
@@ -360,13 +411,15 @@ pub fn check_base(errs: &mut Diagnostics, v: &Value) -> Option<ir::Base> {
             Some(ir::Base::Uniform { a, b })
         }
         "mixture" => {
-            let s = bind(errs, name, &["k"], args);
+            let s = bind(errs, name, &["k", "logits", "means", "log_scales"], args);
             let k = s[0].map_or(Some(4), |v| as_count(errs, v, "the number of components"))?;
             if k == 0 {
                 errs.error(s[0].map_or(span, |v| v.span), "a mixture needs at least one component");
                 return None;
             }
-            Some(ir::Base::Mixture { k })
+            let specs = [("logits", k, 1), ("means", k, dim), ("log_scales", k, dim)];
+            let fixed = check_fixed(errs, &s[1..], &specs)?;
+            Some(ir::Base::Mixture { k, fixed })
         }
         _ => {
             errs.error(

@@ -81,7 +81,8 @@ fn check_flow_name(errs: &mut Diagnostics, name: &ast::Ident) {
 struct Decls<'a> {
     event: Option<(Vec<usize>, Span)>,
     dtype: Option<ir::Dtype>,
-    base: Option<ir::Base>,
+    /// Checked once the event size is known (fixed base tensors are sized by it).
+    base: Option<&'a ast::Value>,
     layers: Vec<&'a ast::Layer>,
     seen: HashMap<&'static str, Span>,
 }
@@ -110,6 +111,7 @@ fn check_flow(errs: &mut Diagnostics, f: &ast::FlowDef) -> Option<ir::Flow> {
         .enumerate()
         .filter_map(|(i, l)| layers::check_layer(errs, l, dim, &mut cols, i == 0))
         .collect();
+    let base = d.base.map_or(Some(ir::Base::StdNormal), |v| library::check_base(errs, v, dim));
     if errs.len() != before {
         return None;
     }
@@ -119,7 +121,7 @@ fn check_flow(errs: &mut Diagnostics, f: &ast::FlowDef) -> Option<ir::Flow> {
         event,
         dim,
         dtype: d.dtype.unwrap_or(ir::Dtype::F64),
-        base: d.base.unwrap_or(ir::Base::StdNormal),
+        base: base?,
         dequantize: layers.first().is_some_and(|l: &ir::Layer| l.label == "dequantize"),
         layers,
         z_cols: cols,
@@ -152,7 +154,7 @@ fn collect_item<'a>(errs: &mut Diagnostics, d: &mut Decls<'a>, item: &'a Item) {
         }
         Item::Base(v) => {
             if once(errs, d, "base", v.span) {
-                d.base = library::check_base(errs, v);
+                d.base = Some(v);
             }
         }
         Item::Repeat(r) => expand_repeat(errs, &mut d.layers, r, 1),

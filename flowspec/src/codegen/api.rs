@@ -19,6 +19,7 @@ pub fn gen_inherent(cx: &Ctx) -> TokenStream {
     let one = gen_per_sample(cx);
     let backward = gen_backward(cx);
     let visit = gen_visit(cx);
+    let fix = super::fixed::gen_fix(cx);
     quote! {
         #scratch
         impl #name {
@@ -36,6 +37,7 @@ pub fn gen_inherent(cx: &Ctx) -> TokenStream {
             #one
             #backward
             #visit
+            #fix
             /// Saves the weights as safetensors (written to a temporary file, then renamed).
             pub fn save(&self, path: impl AsRef<::std::path::Path>) -> ::core::result::Result<(), __rt::IoError> {
                 __rt::io::save(self, path.as_ref())
@@ -106,7 +108,9 @@ fn gen_ctors(cx: &Ctx) -> TokenStream {
         pub fn new(seed: u64) -> Self {
             #[allow(unused_mut, unused_variables)]
             let mut __rng = __rt::rng_from_seed(seed);
-            Self { #(#init)* #binit }
+            let mut __m = Self { #(#init)* #binit };
+            __m.__fix();
+            __m
         }
         /// All parameters zero (the gradient accumulator).
         fn __zeros() -> Self {
@@ -350,16 +354,17 @@ fn gen_visit(cx: &Ctx) -> TokenStream {
         .map(|(i, l)| {
             let (f, p) = (field(i), prefix(i, l));
             (
-                quote!(__rt::Params::visit(&self.#f, #p, f);),
-                quote!(__rt::Params::visit_mut(&mut self.#f, #p, f);),
+                super::fixed::visit(quote!(self.#f), &p, l.fixed(), false),
+                super::fixed::visit(quote!(self.#f), &p, l.fixed(), true),
             )
         })
         .unzip();
     let has_base = super::base::gen_base(cx).field.is_some();
     let (bv, bvm) = if has_base {
+        let fixed = cx.flow.base.fixed();
         (
-            quote!(__rt::Params::visit(&self.base, "base", f);),
-            quote!(__rt::Params::visit_mut(&mut self.base, "base", f);),
+            super::fixed::visit(quote!(self.base), "base", fixed, false),
+            super::fixed::visit(quote!(self.base), "base", fixed, true),
         )
     } else {
         (quote!(), quote!())

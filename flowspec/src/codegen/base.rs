@@ -49,7 +49,7 @@ pub fn gen_base(cx: &Ctx) -> BaseGen {
             nll_grad_phys: quote!(#b::uniform_nll_grad(#a, #hi, #grad);),
             sample: quote!(#b::uniform_sample(#a, #hi, n, #d, rng)),
         },
-        Base::DiagNormal => BaseGen {
+        Base::DiagNormal { .. } => BaseGen {
             field: Some((
                 quote!(#rt::DiagNormal<#t>),
                 quote!(#b::DiagNormal::zeros(#d)),
@@ -60,7 +60,7 @@ pub fn gen_base(cx: &Ctx) -> BaseGen {
             nll_grad_phys: quote!(#b::diag_normal_nll_grad(&self.base, #grad, &mut __grad.base);),
             sample: quote!(#b::diag_normal_sample(&self.base, n, rng)),
         },
-        Base::Mixture { k } => {
+        Base::Mixture { k, .. } => {
             let k = lit(k);
             BaseGen {
                 field: Some((

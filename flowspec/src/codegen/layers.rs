@@ -80,7 +80,7 @@ impl LayerGen for ir::Layer {
                 let (a, b) = (const_cols(&c, cond), const_cols(&t, trans));
                 quote!(#a #b)
             }
-            LayerKind::ActNorm { cols } => const_cols(&k, cols),
+            LayerKind::ActNorm { cols, .. } => const_cols(&k, cols),
             LayerKind::Permute { .. } => quote!(),
             kind => super::library::consts(kind, i),
         }
@@ -142,8 +142,12 @@ impl LayerGen for ir::Layer {
         let (_, _, cols) = names(i);
         let f = field(i);
         match &self.kind {
-            LayerKind::ActNorm { .. } => {
-                Some(quote!(__rt::layers::actnorm_data_init(&mut self.#f, &#cols, __h.view());))
+            LayerKind::ActNorm { fixed, .. } => {
+                // Data initialisation sets both tensors; fixed ones are written back.
+                let refix = (!fixed.is_empty()).then(|| quote!(self.__fix();));
+                Some(
+                    quote!(__rt::layers::actnorm_data_init(&mut self.#f, &#cols, __h.view()); #refix),
+                )
             }
             _ => None,
         }

@@ -14,6 +14,7 @@
 
 mod api;
 mod base;
+mod fixed;
 mod layers;
 mod library;
 

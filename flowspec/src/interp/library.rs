@@ -160,8 +160,8 @@ impl<T: Real> BaseP<T> {
             ir::Base::StdNormal => BaseP::Std,
             ir::Base::Logistic => BaseP::Logistic,
             ir::Base::Uniform { a, b } => BaseP::Uniform(a, b),
-            ir::Base::DiagNormal => BaseP::Diag(DiagNormal::zeros(d)),
-            ir::Base::Mixture { k } => BaseP::Mix(Mixture::new(k, d, rng)),
+            ir::Base::DiagNormal { .. } => BaseP::Diag(DiagNormal::zeros(d)),
+            ir::Base::Mixture { k, .. } => BaseP::Mix(Mixture::new(k, d, rng)),
         }
     }
 
@@ -221,4 +221,26 @@ impl<T: Real> BaseP<T> {
             BaseP::Mix(p) => base::mixture_sample(p, n, rng),
         }
     }
+}
+
+/// Writes the tensors the spec fixes (by name) into `p`, as generated code's `__fix` does.
+pub fn apply_fixed<T: Real>(p: &mut dyn Params<T>, fixed: &[ir::FixedTensor]) {
+    if fixed.is_empty() {
+        return;
+    }
+    p.visit_mut("", &mut |name, _, d| {
+        if let Some(ft) = fixed.iter().find(|ft| ft.name == name) {
+            d.iter_mut().zip(&ft.values).for_each(|(o, v)| *o = T::of(*v));
+        }
+    });
+}
+
+/// Whether `name` (with the visitor's prefix) is one of the fixed tensors under `prefix`.
+pub fn is_fixed(name: &str, prefix: &str, fixed: &[ir::FixedTensor]) -> bool {
+    let rest = if prefix.is_empty() {
+        Some(name)
+    } else {
+        name.strip_prefix(prefix).and_then(|r| r.strip_prefix('.'))
+    };
+    fixed.iter().any(|ft| rest == Some(ft.name))
 }

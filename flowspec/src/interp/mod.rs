@@ -32,6 +32,8 @@ enum Step<T> {
 struct Exec<T> {
     prefix: String,
     step: Step<T>,
+    /// Tensors the spec fixes: written at construction, skipped by the visitors.
+    fixed: Vec<ir::FixedTensor>,
 }
 
 /// A flow interpreted from its IR, over scalars `T`.
@@ -44,6 +46,7 @@ pub struct Interp<T> {
     logical: Vec<usize>,
     execs: Vec<Exec<T>>,
     base: BaseP<T>,
+    base_fixed: Vec<ir::FixedTensor>,
     dequantize: bool,
 }
 
@@ -77,7 +80,7 @@ impl<T: Real> Interp<T> {
                     cond: cond.clone(),
                     trans: trans.clone(),
                 },
-                LayerKind::ActNorm { cols } => {
+                LayerKind::ActNorm { cols, .. } => {
                     Step::ActNorm { p: ActNorm::zeros(cols.len()), cols: cols.clone() }
                 }
                 LayerKind::Elementwise { tr, cols, params } => Step::Elementwise {
@@ -91,12 +94,14 @@ impl<T: Real> Interp<T> {
                     cond: cond.clone(),
                     trans: trans.clone(),
                 },
-                LayerKind::Linear { kind, cols } => {
+                LayerKind::Linear { kind, cols, .. } => {
                     Step::Linear { p: LinearP::new(kind, cols.len(), i), cols: cols.clone() }
                 }
                 LayerKind::Permute { .. } => continue,
             };
-            execs.push(Exec { prefix, step });
+            let mut exec = Exec { prefix, step, fixed: layer.fixed().to_vec() };
+            library::apply_fixed(exec.step.params_mut(), &exec.fixed);
+            execs.push(exec);
         }
         Self {
             name: flow.name.clone(),
@@ -105,7 +110,14 @@ impl<T: Real> Interp<T> {
             z_cols: flow.z_cols.clone(),
             logical: (0..flow.dim).collect(),
             execs,
-            base: BaseP::new(&flow.base, flow.dim, &mut rng),
+            base: {
+                let mut b = BaseP::new(&flow.base, flow.dim, &mut rng);
+                if let Some(p) = b.params_mut() {
+                    library::apply_fixed(p, flow.base.fixed());
+                }
+                b
+            },
+            base_fixed: flow.base.fixed().to_vec(),
             dequantize: flow.dequantize,
         }
     }
@@ -259,20 +271,41 @@ impl<T: Real> Flow for Interp<T> {
 
     fn visit_params(&self, f: &mut dyn FnMut(String, &[usize], &[T])) {
         for e in &self.execs {
-            e.step.params().visit(&e.step.tensor_prefix(&e.prefix), f);
+            let prefix = e.step.tensor_prefix(&e.prefix);
+            let fixed = &e.fixed;
+            e.step.params().visit(&prefix, &mut |n, s, d| {
+                if !library::is_fixed(&n, &prefix, fixed) {
+                    f(n, s, d)
+                }
+            });
         }
         if let Some(p) = self.base.params() {
-            p.visit("base", f);
+            let fixed = &self.base_fixed;
+            p.visit("base", &mut |n, s, d| {
+                if !library::is_fixed(&n, "base", fixed) {
+                    f(n, s, d)
+                }
+            });
         }
     }
 
     fn visit_params_mut(&mut self, f: &mut dyn FnMut(String, &[usize], &mut [T])) {
         for e in &mut self.execs {
             let prefix = e.step.tensor_prefix(&e.prefix);
-            e.step.params_mut().visit_mut(&prefix, f);
+            let fixed = &e.fixed;
+            e.step.params_mut().visit_mut(&prefix, &mut |n, s, d| {
+                if !library::is_fixed(&n, &prefix, fixed) {
+                    f(n, s, d)
+                }
+            });
         }
+        let fixed = &self.base_fixed;
         if let Some(p) = self.base.params_mut() {
-            p.visit_mut("base", f);
+            p.visit_mut("base", &mut |n, s, d| {
+                if !library::is_fixed(&n, "base", fixed) {
+                    f(n, s, d)
+                }
+            });
         }
     }
 
@@ -332,11 +365,20 @@ impl<T: Real> Flow for Interp<T> {
             e.step.backward(x_in, &mut g, &dld, gs, &mut s);
         }
         let mut flat = Vec::with_capacity(self.num_params());
-        for gs in &grads {
-            gs.params().visit("", &mut |_, _, d| flat.extend_from_slice(d));
+        // Fixed tensors have gradients too; like the parameter visitors, skip them.
+        for (gs, e) in grads.iter().zip(&self.execs) {
+            gs.params().visit("", &mut |n, _, d| {
+                if !library::is_fixed(&n, "", &e.fixed) {
+                    flat.extend_from_slice(d)
+                }
+            });
         }
         if let Some(p) = gbase.params() {
-            p.visit("", &mut |_, _, d| flat.extend_from_slice(d));
+            p.visit("", &mut |n, _, d| {
+                if !library::is_fixed(&n, "", &self.base_fixed) {
+                    flat.extend_from_slice(d)
+                }
+            });
         }
         (loss, flat)
     }
@@ -348,6 +390,7 @@ impl<T: Real> Flow for Interp<T> {
         for e in &mut self.execs {
             if let Step::ActNorm { p, cols } = &mut e.step {
                 layers::actnorm_data_init(p, cols, h.view());
+                library::apply_fixed(p, &e.fixed);
             }
             e.step.inverse(&mut h, &mut ld, &mut s);
         }
