@@ -1,5 +1,5 @@
-//! Elementwise affine layers with per-dimension parameters: Glow's actnorm and NICE's final
-//! rescaling. `cols[i]` is the physical column of logical dimension `i`; parameters are
+//! Glow's actnorm: an elementwise affine layer with per-dimension parameters, initialised from
+//! data (NICE's rescaling is an `affine` transformer, see `transform`). `cols[i]` is the physical column of logical dimension `i`; parameters are
 //! indexed by `i`.
 //!
 //! The kernels loop column by column so each `exp` is computed once per dimension, not once
@@ -31,28 +31,6 @@ impl<T: Real> Params<T> for ActNorm<T> {
     }
     fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(String, &[usize], &mut [T])) {
         visit_vec_mut(prefix, "loc", &mut self.loc, f);
-        visit_vec_mut(prefix, "log_scale", &mut self.log_scale, f);
-    }
-}
-
-/// Diagonal rescaling (NICE's last layer): `z = x * exp(log_scale)`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Rescale<T> {
-    pub log_scale: Array1<T>,
-}
-
-impl<T: Real> Rescale<T> {
-    /// The identity rescaling over `d` dimensions.
-    pub fn zeros(d: usize) -> Self {
-        Self { log_scale: Array1::zeros(d) }
-    }
-}
-
-impl<T: Real> Params<T> for Rescale<T> {
-    fn visit(&self, prefix: &str, f: &mut dyn FnMut(String, &[usize], &[T])) {
-        visit_vec(prefix, "log_scale", &self.log_scale, f);
-    }
-    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(String, &[usize], &mut [T])) {
         visit_vec_mut(prefix, "log_scale", &mut self.log_scale, f);
     }
 }
@@ -151,73 +129,12 @@ pub fn actnorm_data_init<T: Real>(p: &mut ActNorm<T>, cols: &[usize], x: ArrayVi
     }
 }
 
-/// NICE's final scaling, written as the notes write it, generatively: `x = s * z` with
-/// `s = exp(log_scale) > 0`. Normalizing direction: `z = x * exp(-log_scale)`,
-/// `ld += -sum log_scale`.
-pub fn rescale_inverse<T: Real>(
-    p: &Rescale<T>,
-    cols: &[usize],
-    x: ArrayViewMut2<T>,
-    ld: ArrayViewMut1<T>,
-) {
-    scale_columns(p, cols, -T::one(), x, ld);
-}
-
-/// Rescale, generative direction: `x = z * exp(log_scale)`, `ld += sum log_scale`.
-pub fn rescale_forward<T: Real>(
-    p: &Rescale<T>,
-    cols: &[usize],
-    x: ArrayViewMut2<T>,
-    ld: ArrayViewMut1<T>,
-) {
-    scale_columns(p, cols, T::one(), x, ld);
-}
-
-/// Multiplies column `cols[i]` by `exp(sign * log_scale[i])` and adds the log-determinant.
-fn scale_columns<T: Real>(
-    p: &Rescale<T>,
-    cols: &[usize],
-    sign: T,
-    mut x: ArrayViewMut2<T>,
-    ld: ArrayViewMut1<T>,
-) {
-    debug_assert_eq!(cols.len(), p.log_scale.len(), "rescale: cols");
-    for (i, &c) in cols.iter().enumerate() {
-        let e = (sign * p.log_scale[i]).exp();
-        x.column_mut(c).mapv_inplace(|v| v * e);
-    }
-    add_ld(ld, sign * p.log_scale.sum());
-}
-
-/// Backward pass of [`rescale_inverse`]; arguments as in [`actnorm_backward`].
-pub fn rescale_backward<T: Real>(
-    p: &Rescale<T>,
-    cols: &[usize],
-    x_in: ArrayView2<T>,
-    mut g: ArrayViewMut2<T>,
-    dld: ArrayView1<T>,
-    grad: &mut Rescale<T>,
-) {
-    debug_assert_eq!(x_in.dim(), g.dim(), "rescale_backward: shapes");
-    let dld_sum = dld.sum();
-    for (i, &c) in cols.iter().enumerate() {
-        let e = (-p.log_scale[i]).exp();
-        let mut sum_gx = T::zero();
-        Zip::from(g.column_mut(c)).and(x_in.column(c)).for_each(|g, &x| {
-            sum_gx += *g * x;
-            *g *= e;
-        });
-        grad.log_scale[i] -= sum_gx * e + dld_sum;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::layers::testutil::{check_layer, randomize, rng, uniform, Layer};
 
     struct Norm(ActNorm<f64>, Vec<usize>);
-    struct Scale(Rescale<f64>, Vec<usize>);
 
     impl Layer for Norm {
         type P = ActNorm<f64>;
@@ -241,28 +158,6 @@ mod tests {
         }
     }
 
-    impl Layer for Scale {
-        type P = Rescale<f64>;
-        fn params_mut(&mut self) -> &mut Rescale<f64> {
-            &mut self.0
-        }
-        fn inverse(&mut self, x: ArrayViewMut2<f64>, ld: ArrayViewMut1<f64>) {
-            rescale_inverse(&self.0, &self.1, x, ld);
-        }
-        fn forward(&mut self, x: ArrayViewMut2<f64>, ld: ArrayViewMut1<f64>) {
-            rescale_forward(&self.0, &self.1, x, ld);
-        }
-        fn backward(
-            &mut self,
-            x: ArrayView2<f64>,
-            g: ArrayViewMut2<f64>,
-            dld: ArrayView1<f64>,
-            grad: &mut Rescale<f64>,
-        ) {
-            rescale_backward(&self.0, &self.1, x, g, dld, grad);
-        }
-    }
-
     #[test]
     fn actnorm_kernels() {
         let mut p = ActNorm::zeros(4);
@@ -272,13 +167,6 @@ mod tests {
         let mut p3 = ActNorm::zeros(2);
         randomize(&mut p3, &mut rng(22), 1.0);
         check_layer(&mut Norm(p3, vec![2, 0]), 3, 23);
-    }
-
-    #[test]
-    fn rescale_kernels() {
-        let mut p = Rescale::zeros(4);
-        randomize(&mut p, &mut rng(24), 1.0);
-        check_layer(&mut Scale(p, vec![3, 1, 0, 2]), 4, 25);
     }
 
     #[test]
@@ -304,8 +192,7 @@ mod tests {
     fn param_names_and_shapes() {
         let mut names = Vec::new();
         ActNorm::<f32>::zeros(3).visit("l0", &mut |n, s, d| names.push((n, s.to_vec(), d.len())));
-        Rescale::<f32>::zeros(2).visit("", &mut |n, s, d| names.push((n, s.to_vec(), d.len())));
-        let want = [("l0.loc", 3), ("l0.log_scale", 3), ("log_scale", 2)];
+        let want = [("l0.loc", 3), ("l0.log_scale", 3)];
         let want: Vec<_> = want.iter().map(|&(n, d)| (n.to_string(), vec![d], d)).collect();
         assert_eq!(names, want);
     }

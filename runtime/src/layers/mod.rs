@@ -13,8 +13,7 @@ pub use coupling::{
     affine_coupling_backward, affine_coupling_forward, affine_coupling_inverse, CouplingScratch,
 };
 pub use elementwise::{
-    actnorm_backward, actnorm_data_init, actnorm_forward, actnorm_inverse, rescale_backward,
-    rescale_forward, rescale_inverse, ActNorm, Rescale,
+    actnorm_backward, actnorm_data_init, actnorm_forward, actnorm_inverse, ActNorm,
 };
 #[allow(unused_imports)]
 pub use linear::*;
