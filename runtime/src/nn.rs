@@ -22,7 +22,7 @@ pub enum Activation {
 
 impl Activation {
     /// Applies the activation in place.
-    fn apply<T: Real>(self, mut y: ArrayViewMut2<T>) {
+    pub(crate) fn apply<T: Real>(self, mut y: ArrayViewMut2<T>) {
         let zero = T::zero();
         match self {
             Activation::Relu => y.mapv_inplace(|v| v.max(zero)),
@@ -41,7 +41,7 @@ impl Activation {
     /// Multiplies `d` by the activation's derivative, computed from the activation's output `y`
     /// (every supported activation's derivative is a function of its output, so the
     /// pre-activations need not be stored).
-    fn mul_derivative<T: Real>(self, d: ArrayViewMut2<T>, y: ArrayView2<T>) {
+    pub(crate) fn mul_derivative<T: Real>(self, d: ArrayViewMut2<T>, y: ArrayView2<T>) {
         let (zero, one) = (T::zero(), T::one());
         let zip = Zip::from(d).and(y);
         match self {

@@ -2,12 +2,16 @@
 //! (generative) kernel and a `*_backward` kernel for the normalizing direction; see the crate
 //! docs for the shared conventions.
 
+mod autoregressive;
 pub(crate) mod coupling;
 mod elementwise;
 mod linear;
 #[cfg(test)]
 pub(crate) mod testutil;
 
+pub use autoregressive::{
+    ar_apply, ar_apply_backward, ar_solve, ar_solve_backward, made_degrees, ArScratch, Made,
+};
 pub use coupling::{
     additive_coupling_backward, additive_coupling_forward, additive_coupling_inverse,
     affine_coupling_backward, affine_coupling_forward, affine_coupling_inverse, CouplingScratch,

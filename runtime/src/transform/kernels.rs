@@ -19,14 +19,19 @@ use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Zip};
 
 /// Which map of a transformer a kernel evaluates.
 #[derive(Clone, Copy, Debug)]
-enum Dir {
+pub(crate) enum Dir {
     Apply,
     Invert,
 }
 
 impl Dir {
     #[inline(always)]
-    fn eval<T: Real, Tr: Transformer<T>, S: Scalar<T>>(self, tr: &Tr, x: S, p: &[S]) -> (S, S) {
+    pub(crate) fn eval<T: Real, Tr: Transformer<T>, S: Scalar<T>>(
+        self,
+        tr: &Tr,
+        x: S,
+        p: &[S],
+    ) -> (S, S) {
         match self {
             Dir::Apply => tr.apply(x, p),
             Dir::Invert => tr.invert(x, p),
@@ -65,24 +70,33 @@ macro_rules! by_width {
         }
     };
 }
+pub(crate) use by_width;
 
 /// Vector-Jacobian products of one transformer map: the transformer's own
 /// [`Transformer::vjp`] if it has one, else duals of width `N`. Direction 0 is the input,
 /// direction `1 + j` raw parameter `j`.
-struct Vjp<T, const N: usize> {
+pub(crate) struct Vjp<T, const N: usize> {
     p: Vec<Dual<T, N>>,
     out: Vec<T>,
 }
 
 impl<T: Real, const N: usize> Vjp<T, N> {
-    fn new(n_params: usize) -> Self {
+    pub(crate) fn new(n_params: usize) -> Self {
         Self { p: vec![Dual::constant(T::zero()); n_params], out: vec![T::zero(); n_params + 1] }
     }
 
     /// `wy * d(value) + wl * d(log-det)` along every direction, for `(value, log-det) =
     /// dir(x; p)`, in passes of `N` directions.
     #[inline]
-    fn run<Tr: Transformer<T>>(&mut self, tr: &Tr, dir: Dir, x: T, p: &[T], wy: T, wl: T) -> &[T] {
+    pub(crate) fn run<Tr: Transformer<T>>(
+        &mut self,
+        tr: &Tr,
+        dir: Dir,
+        x: T,
+        p: &[T],
+        wy: T,
+        wl: T,
+    ) -> &[T] {
         debug_assert_eq!(p.len(), self.p.len(), "transformer kernel: raw parameter count");
         if tr.vjp(matches!(dir, Dir::Invert), x, p, wy, wl, &mut self.out) {
             return &self.out;

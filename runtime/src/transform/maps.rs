@@ -1,4 +1,4 @@
-//! Closed-form transformers: affine, leaky ReLU, sigmoid / logit, exp / log.
+//! Closed-form transformers: affine, soft-clamped affine, leaky ReLU, sigmoid / logit, exp / log.
 
 use super::{outside, Scalar, Transformer};
 use crate::real::Real;
@@ -21,6 +21,57 @@ impl<T: Real> Transformer<T> for Affine {
     fn invert<S: Scalar<T>>(&self, y: S, p: &[S]) -> (S, S) {
         let (shift, log_scale) = (p[0], p[1]);
         ((y - shift) * (-log_scale).exp(), -log_scale)
+    }
+}
+
+/// `t(x) = x * exp(s) + shift` with the log-scale soft-clamped into `(-bound, bound)`:
+/// `s = a / (1 + |a| / bound)` (zuko's MAF transformer); raw parameters `[shift, a]`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SoftAffine {
+    pub bound: f64,
+}
+
+impl SoftAffine {
+    /// The clamped log-scale `s = a / r`, `r = 1 + |a| / bound`.
+    #[inline(always)]
+    fn clamp<T: Real, S: Scalar<T>>(&self, a: S) -> S {
+        let abs = if a.re() < T::zero() { -a } else { a };
+        a / (S::cst(T::one()) + abs.scale(T::of(1.0 / self.bound)))
+    }
+}
+
+impl<T: Real> Transformer<T> for SoftAffine {
+    fn n_params(&self) -> usize {
+        2
+    }
+    #[inline]
+    fn apply<S: Scalar<T>>(&self, x: S, p: &[S]) -> (S, S) {
+        let s = self.clamp(p[1]);
+        (x * s.exp() + p[0], s)
+    }
+    #[inline]
+    fn invert<S: Scalar<T>>(&self, y: S, p: &[S]) -> (S, S) {
+        let s = self.clamp(p[1]);
+        ((y - p[0]) * (-s).exp(), -s)
+    }
+    /// Closed form: with `e = exp(s)` and `ds/da = 1 / r^2`, `apply` gives
+    /// `[wy e, wy, (wy x e + wl) / r^2]` and `invert` (value `v = (y - shift) / e`) gives
+    /// `[wy / e, -wy / e, -(wy v + wl) / r^2]`.
+    #[inline]
+    fn vjp(&self, inverse: bool, x: T, p: &[T], wy: T, wl: T, out: &mut [T]) -> bool {
+        let a = p[1];
+        let r = T::one() + Float::abs(a) / T::of(self.bound);
+        let s = a / r;
+        let ds = T::one() / (r * r);
+        if inverse {
+            let e = Float::exp(-s);
+            let v = (x - p[0]) * e;
+            out[..3].copy_from_slice(&[wy * e, -wy * e, -(wy * v + wl) * ds]);
+        } else {
+            let e = Float::exp(s);
+            out[..3].copy_from_slice(&[wy * e, wy, (wy * x * e + wl) * ds]);
+        }
+        true
     }
 }
 
@@ -175,13 +226,45 @@ impl<T: Real> Transformer<T> for Log {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transform::testutil::{check_identity, check_transformer, check_zero_density};
+    use crate::layers::testutil::assert_close;
+    use crate::transform::testutil::{
+        check_identity, check_transformer, check_zero_density, eval_dual,
+    };
 
     #[test]
     fn affine() {
         check_transformer(&Affine, &[-2.0, -0.3, 0.0, 1.7], &[0.4, -0.7]);
         check_transformer(&Affine, &[-1.0, 2.0], &[-1.5, 1.2]);
         check_identity(&Affine, &[-3.0, 0.0, 5.0]);
+    }
+
+    #[test]
+    fn soft_affine() {
+        let t = SoftAffine { bound: 3.0 };
+        check_transformer(&t, &[-2.0, -0.3, 0.0, 1.7], &[0.4, -0.7]);
+        check_transformer(&t, &[-1.0, 2.0], &[-1.5, 5.2]);
+        check_identity(&t, &[-3.0, 0.0, 5.0]);
+        // The log-scale never leaves (-bound, bound).
+        let (_, ld) = Transformer::<f64>::apply(&t, 1.0, &[0.0, 1e6]);
+        assert!(ld < 3.0 && ld > 2.99);
+    }
+
+    /// The closed-form `vjp` agrees with dual numbers through `apply` / `invert`.
+    #[test]
+    fn soft_affine_vjp_matches_duals() {
+        let t = SoftAffine { bound: 2.5 };
+        for (x, p) in
+            [(0.7, [0.3, -1.2]), (-1.4, [-0.5, 0.8]), (2.0, [1.0, 0.0]), (0.1, [0.0, 9.0])]
+        {
+            for inv in [false, true] {
+                let (wy, wl) = (0.6, -1.3);
+                let mut out = [0.0; 3];
+                assert!(Transformer::<f64>::vjp(&t, inv, x, &p, wy, wl, &mut out));
+                let (y, l) = eval_dual(&t, inv, x, &p);
+                let want: Vec<f64> = (0..3).map(|j| wy * y.du[j] + wl * l.du[j]).collect();
+                assert_close(&format!("vjp inv={inv} at {x}"), &out, &want, 1e-13);
+            }
+        }
     }
 
     #[test]

@@ -24,11 +24,12 @@ mod spline;
 #[cfg(test)]
 mod testutil;
 
+pub(crate) use kernels::{by_width, Dir, Vjp};
 pub use kernels::{
     elementwise_backward, elementwise_forward, elementwise_inverse, transformer_coupling_backward,
     transformer_coupling_forward, transformer_coupling_inverse,
 };
-pub use maps::{Affine, Exp, LeakyRelu, Log, Logit, Sigmoid};
+pub use maps::{Affine, Exp, LeakyRelu, Log, Logit, Sigmoid, SoftAffine};
 pub use params::{ElementParams, ParamTensor};
 pub use piecewise::PiecewiseLinear;
 pub use scalar::{Dual, Scalar};

@@ -1,0 +1,297 @@
+//! Masked autoregressive layers (MAF / IAF): a [`Made`] computes the raw transformer
+//! parameters of input `k` from the inputs of smaller degree, so the map
+//! `y_k = t(x_k; theta_k(x))` has a triangular Jacobian in degree order.
+//!
+//! [`ar_apply`] is the parallel direction (one network pass); [`ar_solve`], its exact
+//! inverse, is sequential and lives in `solve.rs`. Which of the two is a flow's normalizing
+//! direction (MAF) or generative direction (IAF) is the compiler's choice; the kernels follow
+//! the crate conventions otherwise: in place on the physical columns `cols` (input `k` of the
+//! MADE is `x[:, cols[k]]`), log-determinants added, backward kernels accumulating.
+
+mod made;
+mod solve;
+
+pub use made::{made_degrees, Made};
+
+use crate::nn::{resize, Mlp, MlpScratch};
+use crate::real::Real;
+use crate::transform::{by_width, Dir, Transformer, Vjp};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Zip};
+
+/// Buffers of the autoregressive kernels, reused across calls: nothing is allocated once
+/// warm for a fixed batch size.
+#[derive(Clone, Debug, Default)]
+pub struct ArScratch<T> {
+    /// The masked network (weights times masks), rebuilt each call.
+    eff: Option<Mlp<T>>,
+    /// The gradient with respect to `eff`'s parameters.
+    geff: Option<Mlp<T>>,
+    net: MlpScratch<T>,
+    /// The MADE's input, `x[:, cols]`.
+    xin: Array2<T>,
+    /// The layer's input gathered (`y[:, cols]`) for the solve's backward pass.
+    yin: Array2<T>,
+    /// Gradients with respect to the MADE's output and input.
+    dout: Array2<T>,
+    dxin: Array2<T>,
+    /// The solve's backward pass: dL/dx in total, its next iterate, and dL/dx direct.
+    xbar: Array2<T>,
+    xnext: Array2<T>,
+    gbar: Array2<T>,
+    ld: Array1<T>,
+    ident: Vec<usize>,
+    empty: Array2<T>,
+    plan: solve::Plan<T>,
+    tile: solve::Tile<T>,
+}
+
+/// Copies `x[:, cols]` into `dst` (`n x |cols|`).
+fn gather<T: Real>(x: ArrayView2<T>, cols: &[usize], dst: &mut Array2<T>) {
+    resize(dst, x.nrows(), cols.len());
+    Zip::from(dst.rows_mut()).and(x.rows()).for_each(|mut d, s| {
+        for (d, &c) in d.iter_mut().zip(cols) {
+            *d = s[c];
+        }
+    });
+}
+
+/// Makes `dst` a zero network shaped like `like`, reusing its buffers when the shapes match.
+fn zeroed<'a, T: Real>(dst: &'a mut Option<Mlp<T>>, like: &Mlp<T>) -> &'a mut Mlp<T> {
+    use crate::params::Params;
+    let g = dst.get_or_insert_with(|| like.clone());
+    if g.layers.len() != like.layers.len()
+        || g.layers.iter().zip(&like.layers).any(|(a, b)| a.w.dim() != b.w.dim())
+    {
+        *g = like.clone();
+    }
+    g.zero();
+    g
+}
+
+/// Runs the masked network on `x[:, cols]`: its output is [`made_out`].
+fn run_made<T: Real>(made: &Made<T>, cols: &[usize], x: ArrayView2<T>, s: &mut ArScratch<T>) {
+    gather(x, cols, &mut s.xin);
+    made.masked_into(&mut s.eff).forward(s.xin.view(), &mut s.net);
+}
+
+/// The MADE's output after [`run_made`]: row `r`, columns `[k P, (k + 1) P)` are the raw
+/// parameters of input `k`. (A MADE has at least one layer; `empty` only covers a scratch
+/// never run.)
+fn made_out<'a, T: Real>(s: &'a MlpScratch<T>, empty: &'a Array2<T>) -> ArrayView2<'a, T> {
+    debug_assert!(!s.acts.is_empty(), "autoregressive: network not run");
+    s.acts.last().unwrap_or(empty).view()
+}
+
+/// A row of an owned (standard-layout) buffer as a slice.
+fn row_of<'a, T>(row: ArrayView1<'a, T>) -> &'a [T] {
+    row.to_slice().unwrap_or(&[])
+}
+
+/// Parallel direction: `y[:, cols[k]] = t(x[:, cols[k]]; theta_k(x))` for every `k` in one
+/// MADE pass, in place; adds `sum_k ln|t'|`.
+pub fn ar_apply<T: Real, Tr: Transformer<T>>(
+    tr: &Tr,
+    made: &Made<T>,
+    cols: &[usize],
+    mut x: ArrayViewMut2<T>,
+    ld: ArrayViewMut1<T>,
+    s: &mut ArScratch<T>,
+) {
+    debug_assert_eq!(tr.n_params(), made.n_params, "ar_apply: raw parameter count");
+    let np = made.n_params;
+    run_made(made, cols, x.view(), s);
+    Zip::from(x.rows_mut()).and(made_out(&s.net, &s.empty).rows()).and(ld).for_each(
+        |mut row, o, ld| {
+            let o = row_of(o);
+            let mut acc = T::zero();
+            for (k, &c) in cols.iter().enumerate() {
+                let (y, l) = tr.apply(row[c], &o[k * np..(k + 1) * np]);
+                row[c] = y;
+                acc += l;
+            }
+            *ld += acc;
+        },
+    );
+}
+
+/// Sequential direction, the exact inverse of [`ar_apply`]: given `y` (in place) computes
+/// `x` one degree at a time, in one network's worth of arithmetic (see `solve.rs`); adds
+/// `sum_k ln|d t^{-1}/dy|`.
+pub fn ar_solve<T: Real, Tr: Transformer<T>>(
+    tr: &Tr,
+    made: &Made<T>,
+    cols: &[usize],
+    x: ArrayViewMut2<T>,
+    ld: ArrayViewMut1<T>,
+    s: &mut ArScratch<T>,
+) {
+    debug_assert_eq!(tr.n_params(), made.n_params, "ar_solve: raw parameter count");
+    let eff = made.masked_into(&mut s.eff);
+    s.plan.build(eff, &made.in_deg, &made.hidden_deg, made.n_params);
+    solve::solve_rows(tr, &s.plan, &mut s.tile, cols, x, ld);
+}
+
+/// Backward pass of [`ar_apply`]. `x_in` is its input; `g` holds dL/dy on entry and dL/dx on
+/// return; `dld` is dL/d(ld) per row. Accumulates the MADE's parameter gradients into `grad`
+/// (same architecture, e.g. [`Made::zeros`]); masked weights get exactly zero.
+#[allow(clippy::too_many_arguments)]
+pub fn ar_apply_backward<T: Real, Tr: Transformer<T>>(
+    tr: &Tr,
+    made: &Made<T>,
+    cols: &[usize],
+    x_in: ArrayView2<T>,
+    g: ArrayViewMut2<T>,
+    dld: ArrayView1<T>,
+    grad: &mut Made<T>,
+    s: &mut ArScratch<T>,
+) {
+    debug_assert_eq!(x_in.dim(), g.dim(), "ar_apply_backward: shapes");
+    run_made(made, cols, x_in, s);
+    // The transformer's own dL/dx into xbar, dL/dtheta into dout.
+    gather(g.view(), cols, &mut s.xbar);
+    let theta = made_out(&s.net, &s.empty);
+    theta_grads(tr, Dir::Apply, s.xin.view(), theta, s.xbar.view_mut(), dld, &mut s.dout);
+    resize(&mut s.dxin, x_in.nrows(), cols.len());
+    s.dxin.assign(&s.xbar);
+    made_backward(made, grad, true, s);
+    scatter(s.dxin.view(), cols, g);
+}
+
+/// Backward pass of [`ar_solve`]. `y_in` is its input; `g` holds dL/dx (the solve's output)
+/// on entry and dL/dy on return; `dld` is dL/d(the log-det it added) per row.
+///
+/// With `x = solve(y)`, `x_k = u(y_k; theta_k(x))` (`u = t^{-1}`), the total adjoint
+/// `xbar = dL/dx` solves the triangular system `xbar = g + (dtheta/dx)^T thetabar(xbar)`,
+/// where `thetabar_k = du/dtheta_k^T xbar_k + dld dlambda/dtheta_k`. It is found by
+/// fixed-point iteration, each round one input-VJP through the MADE: round `i` fixes the
+/// inputs of the `i` highest degrees, so it is exact after at most `D` rounds (stopping as
+/// soon as nothing changes). Cost: the solve, one forward pass, up to `D` input-VJPs and one
+/// parameter backward pass.
+#[allow(clippy::too_many_arguments)]
+pub fn ar_solve_backward<T: Real, Tr: Transformer<T>>(
+    tr: &Tr,
+    made: &Made<T>,
+    cols: &[usize],
+    y_in: ArrayView2<T>,
+    g: ArrayViewMut2<T>,
+    dld: ArrayView1<T>,
+    grad: &mut Made<T>,
+    s: &mut ArScratch<T>,
+) {
+    debug_assert_eq!(y_in.dim(), g.dim(), "ar_solve_backward: shapes");
+    let (n, d) = (y_in.nrows(), cols.len());
+    solve_gathered(tr, made, cols, y_in, s);
+    if let Some(eff) = &s.eff {
+        eff.forward(s.xin.view(), &mut s.net);
+    }
+    gather(g.view(), cols, &mut s.gbar);
+    resize(&mut s.xbar, n, d);
+    s.xbar.assign(&s.gbar);
+    for round in 0..=d {
+        // xnext: dL/dy for the current xbar; dout: thetabar.
+        resize(&mut s.xnext, n, d);
+        s.xnext.assign(&s.xbar);
+        let theta = made_out(&s.net, &s.empty);
+        theta_grads(tr, Dir::Invert, s.yin.view(), theta, s.xnext.view_mut(), dld, &mut s.dout);
+        if round == d {
+            break;
+        }
+        resize(&mut s.dxin, n, d);
+        if let Some(eff) = &s.eff {
+            made::input_vjp(eff, &s.net.acts, s.dout.view(), &mut s.net.deltas, s.dxin.view_mut());
+        }
+        s.dxin += &s.gbar;
+        if s.dxin == s.xbar {
+            break;
+        }
+        std::mem::swap(&mut s.dxin, &mut s.xbar);
+    }
+    made_backward(made, grad, false, s);
+    scatter(s.xnext.view(), cols, g);
+}
+
+/// Solves `y_in[:, cols]` into `s.xin` (MADE order), keeping `y_in[:, cols]` in `s.yin`.
+fn solve_gathered<T: Real, Tr: Transformer<T>>(
+    tr: &Tr,
+    made: &Made<T>,
+    cols: &[usize],
+    y_in: ArrayView2<T>,
+    s: &mut ArScratch<T>,
+) {
+    let (n, d) = (y_in.nrows(), cols.len());
+    gather(y_in, cols, &mut s.yin);
+    resize(&mut s.xin, n, d);
+    s.xin.assign(&s.yin);
+    s.ident.clear();
+    s.ident.extend(0..d);
+    if s.ld.len() != n {
+        s.ld = Array1::zeros(n);
+    }
+    let eff = made.masked_into(&mut s.eff);
+    s.plan.build(eff, &made.in_deg, &made.hidden_deg, made.n_params);
+    solve::solve_rows(tr, &s.plan, &mut s.tile, &s.ident, s.xin.view_mut(), s.ld.view_mut());
+}
+
+/// Backpropagates `s.dout` through the masked network at `s.xin`, accumulating the masked
+/// parameter gradients into `grad` and, if `dx`, adding the input gradient into `s.dxin`.
+fn made_backward<T: Real>(made: &Made<T>, grad: &mut Made<T>, dx: bool, s: &mut ArScratch<T>) {
+    let geff = zeroed(&mut s.geff, &made.net);
+    if let Some(eff) = &s.eff {
+        let dxin = if dx { Some(s.dxin.view_mut()) } else { None };
+        eff.backward(s.xin.view(), &mut s.net, s.dout.view(), geff, dxin);
+    }
+    made.add_masked_grad(geff, grad);
+}
+
+/// `w` (`n x D`, MADE order) holds the weights of each transformer value on entry, and the
+/// derivative of `w * value + dld * log-det` with respect to the transformer input `v` on
+/// return; `dout` receives it with respect to the raw parameters `theta`.
+fn theta_grads<T: Real, Tr: Transformer<T>>(
+    tr: &Tr,
+    dir: Dir,
+    v: ArrayView2<T>,
+    theta: ArrayView2<T>,
+    w: ArrayViewMut2<T>,
+    dld: ArrayView1<T>,
+    dout: &mut Array2<T>,
+) {
+    resize(dout, v.nrows(), theta.ncols());
+    by_width!(1 + tr.n_params(), N => theta_grads_n::<T, Tr, N>(tr, dir, v, theta, w, dld, dout))
+}
+
+fn theta_grads_n<T: Real, Tr: Transformer<T>, const N: usize>(
+    tr: &Tr,
+    dir: Dir,
+    v: ArrayView2<T>,
+    theta: ArrayView2<T>,
+    mut w: ArrayViewMut2<T>,
+    dld: ArrayView1<T>,
+    dout: &mut Array2<T>,
+) {
+    let np = tr.n_params();
+    let mut vjp = Vjp::<T, N>::new(np);
+    Zip::from(w.rows_mut()).and(v.rows()).and(theta.rows()).and(dout.rows_mut()).and(dld).for_each(
+        |mut wr, vr, o, mut dr, &dl| {
+            let o = row_of(o);
+            for k in 0..wr.len() {
+                let out = vjp.run(tr, dir, vr[k], &o[k * np..(k + 1) * np], wr[k], dl);
+                wr[k] = out[0];
+                for (j, &v) in out[1..].iter().enumerate() {
+                    dr[k * np + j] = v;
+                }
+            }
+        },
+    );
+}
+
+/// Writes `src` (`n x |cols|`) into `dst[:, cols]`.
+fn scatter<T: Real>(src: ArrayView2<T>, cols: &[usize], mut dst: ArrayViewMut2<T>) {
+    Zip::from(dst.rows_mut()).and(src.rows()).for_each(|mut d, s| {
+        for (&v, &c) in s.iter().zip(cols) {
+            d[c] = v;
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests;

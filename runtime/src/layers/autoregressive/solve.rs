@@ -1,0 +1,266 @@
+//! The sequential direction of a MADE flow in one network's worth of arithmetic.
+//!
+//! zuko and nflows invert a MAF by running the whole network `D` times. Here every unit is
+//! computed once: with inputs, hidden units and output columns sorted by degree, the units a
+//! new input reaches form a contiguous suffix of each layer, and the units of degree `< d`
+//! are final once the inputs of degree `< d` are known. So for each input in degree order we
+//! (1) read its raw parameters, complete by then, and invert its transformer, (2) add it into
+//! the first hidden layer's pre-activations, (3) cascade: the hidden units that just became
+//! complete are activated and added into the next layer (or the output columns), which are
+//! still open. Rows are processed in tiles so the accumulators stay in cache; the inner loops
+//! are saxpys over contiguous slices, four source units at a time.
+
+use crate::nn::{Activation, Mlp};
+use crate::real::Real;
+use crate::transform::Transformer;
+use ndarray::{ArrayViewMut1, ArrayViewMut2};
+
+/// Rows per tile: the tile's accumulators (`TILE x` every layer's width) stay in L1/L2.
+const TILE: usize = 32;
+
+/// One dense layer in degree order, masked.
+#[derive(Clone, Debug, Default)]
+struct SortedLayer<T> {
+    /// `rows x cols`, row-major: row `r` is source unit `r`'s outgoing weights.
+    w: Vec<T>,
+    b: Vec<T>,
+    cols: usize,
+    /// The first target column source row `r` may reach: every masked entry of the row lies
+    /// before it, and every target from it on is still open when the row is pushed.
+    start: Vec<usize>,
+}
+
+/// A MADE rearranged in degree order, rebuilt each call from the current weights (O(params)).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Plan<T> {
+    /// The MADE input solved at each step, in degree order, and its degree.
+    ord: Vec<usize>,
+    ord_deg: Vec<usize>,
+    /// The sorted degrees of each hidden layer.
+    hdeg: Vec<Vec<usize>>,
+    /// Per hidden layer, the unit at each sorted position.
+    hperm: Vec<Vec<usize>>,
+    layers: Vec<SortedLayer<T>>,
+    n_params: usize,
+    act: Option<Activation>,
+}
+
+/// Per-tile accumulators.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Tile<T> {
+    /// One `TILE x width` row-major block per dense layer's output.
+    acc: Vec<Vec<T>>,
+    /// `TILE x D` in degree order: y on entry, x once solved.
+    x: Vec<T>,
+    ld: Vec<T>,
+    /// Per hidden layer, how many sorted units are activated and pushed.
+    done: Vec<usize>,
+}
+
+/// Indices `0..n` sorted by `key`, ties in index order.
+fn sorted_by_degree(deg: &[usize]) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..deg.len()).collect();
+    idx.sort_by_key(|&k| deg[k]);
+    idx
+}
+
+impl<T: Real> Plan<T> {
+    /// Sorts the masked network `eff` (see `Made::masked_into`) by degree.
+    pub(crate) fn build(
+        &mut self,
+        eff: &Mlp<T>,
+        in_deg: &[usize],
+        hidden: &[Vec<usize>],
+        np: usize,
+    ) {
+        self.ord = sorted_by_degree(in_deg);
+        self.ord_deg = self.ord.iter().map(|&k| in_deg[k]).collect();
+        self.hperm = hidden.iter().map(|h| sorted_by_degree(h)).collect();
+        self.hdeg = hidden
+            .iter()
+            .zip(&self.hperm)
+            .map(|(h, p)| p.iter().map(|&j| h[j]).collect())
+            .collect();
+        self.n_params = np;
+        self.act = Some(eff.act);
+        self.layers.resize_with(eff.layers.len(), Default::default);
+        for i in 0..eff.layers.len() {
+            self.build_layer(eff, i);
+        }
+    }
+
+    fn build_layer(&mut self, eff: &Mlp<T>, i: usize) {
+        let (dense, nl, np) = (&eff.layers[i], eff.layers.len(), self.n_params);
+        let (src, src_deg) = if i == 0 {
+            (&self.ord, &self.ord_deg)
+        } else {
+            (&self.hperm[i - 1], &self.hdeg[i - 1])
+        };
+        let to_output = i + 1 == nl;
+        // Output column `q * np + j` in degree order is parameter j of input ord[q].
+        let tgt =
+            |c: usize| if to_output { self.ord[c / np] * np + c % np } else { self.hperm[i][c] };
+        let l = &mut self.layers[i];
+        l.cols = dense.b.len();
+        l.b.clear();
+        l.b.extend((0..l.cols).map(|c| dense.b[tgt(c)]));
+        l.w.clear();
+        for &r in src {
+            l.w.extend((0..l.cols).map(|c| dense.w[[r, tgt(c)]]));
+        }
+        l.start.clear();
+        l.start.extend(src_deg.iter().map(|&m| {
+            if to_output {
+                // Inputs of degree > m are still unsolved when a unit of degree m completes.
+                np * self.ord_deg.partition_point(|&d| d <= m)
+            } else {
+                self.hdeg[i].partition_point(|&d| d < m)
+            }
+        }));
+    }
+}
+
+/// Solves `x[:, cols]` in place (y on entry), adding `sum_k ln|d t^{-1}/dy|` to `ld`.
+pub(crate) fn solve_rows<T: Real, Tr: Transformer<T>>(
+    tr: &Tr,
+    plan: &Plan<T>,
+    tile: &mut Tile<T>,
+    cols: &[usize],
+    mut x: ArrayViewMut2<T>,
+    mut ld: ArrayViewMut1<T>,
+) {
+    let (n, d) = (x.nrows(), plan.ord.len());
+    let mut r0 = 0;
+    while r0 < n {
+        let rows = TILE.min(n - r0);
+        tile.reset(plan, rows);
+        for r in 0..rows {
+            for (q, &k) in plan.ord.iter().enumerate() {
+                tile.x[r * d + q] = x[[r0 + r, cols[k]]];
+            }
+        }
+        tile.solve(tr, plan, rows);
+        for r in 0..rows {
+            for (q, &k) in plan.ord.iter().enumerate() {
+                x[[r0 + r, cols[k]]] = tile.x[r * d + q];
+            }
+            ld[r0 + r] += tile.ld[r];
+        }
+        r0 += rows;
+    }
+}
+
+impl<T: Real> Tile<T> {
+    /// Sizes the buffers for `rows` rows and loads every accumulator with its bias.
+    fn reset(&mut self, plan: &Plan<T>, rows: usize) {
+        self.acc.resize_with(plan.layers.len(), Vec::new);
+        for (acc, l) in self.acc.iter_mut().zip(&plan.layers) {
+            acc.clear();
+            for _ in 0..rows {
+                acc.extend_from_slice(&l.b);
+            }
+        }
+        self.x.resize(rows * plan.ord.len(), T::zero());
+        self.ld.clear();
+        self.ld.resize(rows, T::zero());
+        self.done.clear();
+        self.done.resize(plan.hdeg.len(), 0);
+    }
+
+    /// The sequential solve of one tile (see the module docs).
+    fn solve<Tr: Transformer<T>>(&mut self, tr: &Tr, plan: &Plan<T>, rows: usize) {
+        let (d, np) = (plan.ord.len(), plan.n_params);
+        let mut q = 0;
+        while q < d {
+            // Units of degree below this step's degree are final: finish them first.
+            self.cascade(plan, rows, plan.ord_deg[q]);
+            // Every input of this degree (one, when the degrees are a permutation).
+            let q1 = q + plan.ord_deg[q..].partition_point(|&m| m == plan.ord_deg[q]);
+            let out = self.acc.last().map_or(&[][..], |a| &a[..]);
+            let width = d * np;
+            for r in 0..rows {
+                for qq in q..q1 {
+                    let p = &out[r * width + qq * np..r * width + (qq + 1) * np];
+                    let (xv, l) = tr.invert(self.x[r * d + qq], p);
+                    self.x[r * d + qq] = xv;
+                    self.ld[r] += l;
+                }
+            }
+            let (src, acc) = (&self.x, &mut self.acc[0]);
+            push(&plan.layers[0], src, d, q..q1, acc, rows);
+            q = q1;
+        }
+    }
+
+    /// Activates every hidden unit of degree `< dn` not yet done and pushes it forward.
+    fn cascade(&mut self, plan: &Plan<T>, rows: usize, dn: usize) {
+        let done = &mut self.done;
+        let act = plan.act.unwrap_or(Activation::Relu);
+        for (l, hd) in plan.hdeg.iter().enumerate() {
+            let upto = hd.partition_point(|&m| m < dn);
+            if upto <= done[l] {
+                continue;
+            }
+            let width = hd.len();
+            let (head, tail) = self.acc.split_at_mut(l + 1);
+            if let Ok(mut a) = ArrayViewMut2::from_shape((rows, width), &mut head[l][..]) {
+                act.apply(a.slice_mut(ndarray::s![.., done[l]..upto]));
+            }
+            push(&plan.layers[l + 1], &head[l], width, done[l]..upto, &mut tail[0], rows);
+            done[l] = upto;
+        }
+    }
+}
+
+/// `dst[r, start_j..] += src[r, j] * w[j, start_j..]` for the source units `js`, four at a
+/// time (a group shares its first unit's start: the extra entries are masked zeros).
+fn push<T: Real>(
+    l: &SortedLayer<T>,
+    src: &[T],
+    src_width: usize,
+    js: std::ops::Range<usize>,
+    dst: &mut [T],
+    rows: usize,
+) {
+    let cols = l.cols;
+    let wrow = |j: usize, st: usize| &l.w[j * cols + st..(j + 1) * cols];
+    for r in 0..rows {
+        let s = &src[r * src_width..(r + 1) * src_width];
+        let drow = &mut dst[r * cols..(r + 1) * cols];
+        let mut j = js.start;
+        while j + 4 <= js.end {
+            let st = l.start[j];
+            let h = [s[j], s[j + 1], s[j + 2], s[j + 3]];
+            if h != [T::zero(); 4] {
+                axpy4(
+                    &mut drow[st..],
+                    h,
+                    [wrow(j, st), wrow(j + 1, st), wrow(j + 2, st), wrow(j + 3, st)],
+                );
+            }
+            j += 4;
+        }
+        for j in j..js.end {
+            let st = l.start[j];
+            if s[j] != T::zero() {
+                axpy1(&mut drow[st..], s[j], wrow(j, st));
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn axpy4<T: Real>(dst: &mut [T], h: [T; 4], w: [&[T]; 4]) {
+    let n = dst.len();
+    let (w0, w1, w2, w3) = (&w[0][..n], &w[1][..n], &w[2][..n], &w[3][..n]);
+    for c in 0..n {
+        dst[c] += h[0] * w0[c] + h[1] * w1[c] + h[2] * w2[c] + h[3] * w3[c];
+    }
+}
+
+#[inline(always)]
+fn axpy1<T: Real>(dst: &mut [T], h: T, w: &[T]) {
+    for (d, &w) in dst.iter_mut().zip(w) {
+        *d += h * w;
+    }
+}
