@@ -13,6 +13,10 @@
 //!   the loss with respect to the layer's output (overwritten in place by the gradient with
 //!   respect to its input), and the gradient with respect to each row's log-determinant; they
 //!   *accumulate* parameter gradients into a parameter struct of the same type.
+//! - `*_forward_backward` kernels are the same for the generative direction: they take the
+//!   `forward` kernel's input z, the gradient with respect to its output x (overwritten by the
+//!   gradient with respect to z) and the gradient with respect to the log-determinant `forward`
+//!   added, and accumulate parameter gradients the same way.
 
 pub mod base;
 pub mod data;

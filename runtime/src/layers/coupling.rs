@@ -162,6 +162,46 @@ pub fn affine_coupling_backward<T: Real>(
     condition_backward(net, cond, g, grad, s);
 }
 
+/// Backward pass of [`affine_coupling_forward`]. `z_in` is the forward kernel's input (n x D);
+/// `g` holds dLoss/dx on entry and dLoss/dz on return; `dld` is dLoss/d(ld) per row.
+/// Accumulates the conditioner's parameter gradients into `grad`. The conditioned columns
+/// pass through (`x_c = z_c`), so the conditioner's input gradient is added to `g[:, cond]`.
+#[allow(clippy::too_many_arguments)]
+pub fn affine_coupling_forward_backward<T: Real>(
+    net: &Mlp<T>,
+    cond: &[usize],
+    trans: &[usize],
+    bound: T,
+    z_in: ArrayView2<T>,
+    mut g: ArrayViewMut2<T>,
+    dld: ArrayView1<T>,
+    grad: &mut Mlp<T>,
+    s: &mut CouplingScratch<T>,
+) {
+    debug_assert_eq!(z_in.dim(), g.dim(), "affine_coupling_forward_backward: shapes");
+    condition(net, cond, z_in, s);
+    let t = trans.len();
+    resize(&mut s.dout, z_in.nrows(), 2 * t);
+    Zip::from(g.rows_mut())
+        .and(z_in.rows())
+        .and(net_out(&s.net, &s.xc).rows())
+        .and(s.dout.rows_mut())
+        .and(dld)
+        .for_each(|mut gr, zr, o, mut dr, &dl| {
+            for (k, &c) in trans.iter().enumerate() {
+                let (sk, r) = soft_clamp(o[t + k], bound);
+                let e = (-sk).exp();
+                let gx = gr[c];
+                let x = (zr[c] - o[k]) * e;
+                gr[c] = gx * e;
+                dr[k] = -gx * e;
+                // x = (z - b) exp(-s) and ld -= s: both pull s down.
+                dr[t + k] = -(gx * x + dl) / (r * r);
+            }
+        });
+    condition_backward(net, cond, g, grad, s);
+}
+
 /// Additive coupling, normalizing direction: `z[:, trans[k]] = x[:, trans[k]] + b_k`; the
 /// log-determinant is zero, so `ld` is untouched.
 pub fn additive_coupling_inverse<T: Real>(
@@ -234,6 +274,32 @@ pub fn additive_coupling_backward<T: Real>(
     condition_backward(net, cond, g, grad, s);
 }
 
+/// Backward pass of [`additive_coupling_forward`]; arguments as in
+/// [`affine_coupling_forward_backward`] (`dld` unused, the log-determinant is constant).
+#[allow(clippy::too_many_arguments)]
+pub fn additive_coupling_forward_backward<T: Real>(
+    net: &Mlp<T>,
+    cond: &[usize],
+    trans: &[usize],
+    z_in: ArrayView2<T>,
+    g: ArrayViewMut2<T>,
+    dld: ArrayView1<T>,
+    grad: &mut Mlp<T>,
+    s: &mut CouplingScratch<T>,
+) {
+    debug_assert_eq!(z_in.dim(), g.dim(), "additive_coupling_forward_backward: shapes");
+    debug_assert_eq!(z_in.nrows(), dld.len(), "additive_coupling_forward_backward: dld length");
+    condition(net, cond, z_in, s);
+    resize(&mut s.dout, z_in.nrows(), trans.len());
+    // x = z - b: g passes through the transformed columns and the shifts get its negation.
+    Zip::from(s.dout.rows_mut()).and(g.rows()).for_each(|mut dr, gr| {
+        for (d, &c) in dr.iter_mut().zip(trans) {
+            *d = -gr[c];
+        }
+    });
+    condition_backward(net, cond, g, grad, s);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,6 +360,20 @@ mod tests {
                 affine_coupling_backward(n, c, t, self.bound, x, g, dld, grad, s);
             } else {
                 additive_coupling_backward(n, c, t, x, g, dld, grad, s);
+            }
+        }
+        fn forward_backward(
+            &mut self,
+            z: ArrayView2<f64>,
+            g: ArrayViewMut2<f64>,
+            dld: ArrayView1<f64>,
+            grad: &mut Mlp<f64>,
+        ) {
+            let (n, c, t, s) = (&self.net, &self.cond[..], &self.trans[..], &mut self.s);
+            if self.affine {
+                affine_coupling_forward_backward(n, c, t, self.bound, z, g, dld, grad, s);
+            } else {
+                additive_coupling_forward_backward(n, c, t, z, g, dld, grad, s);
             }
         }
     }

@@ -111,6 +111,31 @@ pub fn actnorm_backward<T: Real>(
     }
 }
 
+/// Backward pass of [`actnorm_forward`]: `z_in` is the forward kernel's input, `g` holds
+/// dLoss/dx on entry and dLoss/dz on return; parameter gradients are accumulated into `grad`.
+pub fn actnorm_forward_backward<T: Real>(
+    p: &ActNorm<T>,
+    cols: &[usize],
+    z_in: ArrayView2<T>,
+    mut g: ArrayViewMut2<T>,
+    dld: ArrayView1<T>,
+    grad: &mut ActNorm<T>,
+) {
+    debug_assert_eq!(z_in.dim(), g.dim(), "actnorm_forward_backward: shapes");
+    let dld_sum = dld.sum();
+    for (i, &c) in cols.iter().enumerate() {
+        let e = p.log_scale[i].exp();
+        let (mut sum_g, mut sum_gz) = (T::zero(), T::zero());
+        Zip::from(g.column_mut(c)).and(z_in.column(c)).for_each(|g, &z| {
+            sum_g += *g;
+            sum_gz += *g * z;
+            *g *= e;
+        });
+        grad.loc[i] += sum_g;
+        grad.log_scale[i] += sum_gz * e + dld_sum;
+    }
+}
+
 /// Glow's data-dependent init: `loc` is the column mean of `x[:, cols[i]]` and `log_scale`
 /// is `ln(population std + 1e-6)`, so the layer maps `x` to zero mean and unit variance.
 /// An empty batch leaves the parameters unchanged.
@@ -155,6 +180,15 @@ mod tests {
             grad: &mut ActNorm<f64>,
         ) {
             actnorm_backward(&self.0, &self.1, x, g, dld, grad);
+        }
+        fn forward_backward(
+            &mut self,
+            z: ArrayView2<f64>,
+            g: ArrayViewMut2<f64>,
+            dld: ArrayView1<f64>,
+            grad: &mut ActNorm<f64>,
+        ) {
+            actnorm_forward_backward(&self.0, &self.1, z, g, dld, grad);
         }
     }
 

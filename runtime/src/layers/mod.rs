@@ -1,6 +1,7 @@
 //! Flow layer kernels. Each layer has an `*_inverse` (normalizing) kernel, a `*_forward`
-//! (generative) kernel and a `*_backward` kernel for the normalizing direction; see the crate
-//! docs for the shared conventions.
+//! (generative) kernel, a `*_backward` kernel for the normalizing direction and a
+//! `*_forward_backward` kernel for the generative one; see the crate docs for the shared
+//! conventions.
 
 mod autoregressive;
 pub(crate) mod coupling;
@@ -13,11 +14,13 @@ pub use autoregressive::{
     ar_apply, ar_apply_backward, ar_solve, ar_solve_backward, made_degrees, ArScratch, Made,
 };
 pub use coupling::{
-    additive_coupling_backward, additive_coupling_forward, additive_coupling_inverse,
-    affine_coupling_backward, affine_coupling_forward, affine_coupling_inverse, CouplingScratch,
+    additive_coupling_backward, additive_coupling_forward, additive_coupling_forward_backward,
+    additive_coupling_inverse, affine_coupling_backward, affine_coupling_forward,
+    affine_coupling_forward_backward, affine_coupling_inverse, CouplingScratch,
 };
 pub use elementwise::{
-    actnorm_backward, actnorm_data_init, actnorm_forward, actnorm_inverse, ActNorm,
+    actnorm_backward, actnorm_data_init, actnorm_forward, actnorm_forward_backward,
+    actnorm_inverse, ActNorm,
 };
 #[allow(unused_imports)]
 pub use linear::*;

@@ -1,5 +1,6 @@
 //! Shared checks for the kernel tests (f64): round trips, log-determinants against a
-//! brute-force Jacobian, and gradients against central finite differences.
+//! brute-force Jacobian, and gradients of both directions' kernels (`*_backward`,
+//! `*_forward_backward`) against central finite differences.
 
 use crate::params::Params;
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
@@ -76,6 +77,14 @@ pub(crate) trait Layer {
         dld: ArrayView1<f64>,
         grad: &mut Self::P,
     );
+    /// The backward pass of `forward`, at the forward kernel's input `z_in`.
+    fn forward_backward(
+        &mut self,
+        z_in: ArrayView2<f64>,
+        g: ArrayViewMut2<f64>,
+        dld: ArrayView1<f64>,
+        grad: &mut Self::P,
+    );
 }
 
 /// A kernel that transforms a batch in place: `(params, cols, x, ld)`.
@@ -84,7 +93,7 @@ pub(crate) type ApplyFn<P> = fn(&P, &[usize], ArrayViewMut2<f64>, ArrayViewMut1<
 pub(crate) type BackwardFn<P> =
     fn(&P, &[usize], ArrayView2<f64>, ArrayViewMut2<f64>, ArrayView1<f64>, &mut P);
 
-/// A layer whose three kernels take only its parameters and one column set (elementwise and
+/// A layer whose four kernels take only its parameters and one column set (elementwise and
 /// linear layers), so tests need not write a [`Layer`] impl for each.
 pub(crate) struct Kernels<P> {
     pub p: P,
@@ -92,6 +101,7 @@ pub(crate) struct Kernels<P> {
     pub inverse: ApplyFn<P>,
     pub forward: ApplyFn<P>,
     pub backward: BackwardFn<P>,
+    pub forward_backward: BackwardFn<P>,
 }
 
 impl<P: Params<f64> + Clone> Layer for Kernels<P> {
@@ -113,6 +123,15 @@ impl<P: Params<f64> + Clone> Layer for Kernels<P> {
         grad: &mut P,
     ) {
         (self.backward)(&self.p, &self.cols, x_in, g, dld, grad);
+    }
+    fn forward_backward(
+        &mut self,
+        z_in: ArrayView2<f64>,
+        g: ArrayViewMut2<f64>,
+        dld: ArrayView1<f64>,
+        grad: &mut P,
+    ) {
+        (self.forward_backward)(&self.p, &self.cols, z_in, g, dld, grad);
     }
 }
 
@@ -159,18 +178,32 @@ pub(crate) fn check_log_det<L: Layer>(l: &mut L, x: &Array2<f64>) {
 /// `*_backward` matches finite differences of `loss = sum(w .* z) + sum(v .* ld)` with
 /// respect to the input and every parameter, and accumulates into the gradient.
 pub(crate) fn check_grads<L: Layer>(l: &mut L, x: &Array2<f64>, rng: &mut crate::FlowRng) {
+    check_direction(l, x, rng, true);
+}
+
+/// The same for `*_forward_backward`: `loss = sum(w .* x) + sum(v .* ld)` of the generative
+/// kernel at its input `z`.
+pub(crate) fn check_forward_grads<L: Layer>(l: &mut L, z: &Array2<f64>, rng: &mut crate::FlowRng) {
+    check_direction(l, z, rng, false);
+}
+
+fn check_direction<L: Layer>(l: &mut L, x: &Array2<f64>, rng: &mut crate::FlowRng, inv: bool) {
     let (n, d) = x.dim();
     let w = uniform(rng, n, d, 1.0);
     let v = uniform(rng, n, 1, 1.0).remove_axis(ndarray::Axis(1));
     let loss = |l: &mut L, x: ArrayView2<f64>| {
-        let (z, ld) = run(l, x, true);
+        let (z, ld) = run(l, x, inv);
         (&z * &w).sum() + (&ld * &v).sum()
     };
     let mut g = w.clone();
     let mut grad = l.params_mut().clone();
     let ones = vec![1.0; grad.count()];
     unflatten(&mut grad, &ones);
-    l.backward(x.view(), g.view_mut(), v.view(), &mut grad);
+    if inv {
+        l.backward(x.view(), g.view_mut(), v.view(), &mut grad);
+    } else {
+        l.forward_backward(x.view(), g.view_mut(), v.view(), &mut grad);
+    }
     let analytic: Vec<f64> = flatten(&grad).iter().map(|g| g - 1.0).collect();
 
     let p0 = flatten(l.params_mut());
@@ -193,6 +226,18 @@ pub(crate) fn check_layer<L: Layer>(l: &mut L, d: usize, seed: u64) {
     check_round_trip(l, &x);
     check_log_det(l, &x);
     check_grads(l, &x, &mut rng);
+    check_forward_grads_at_image(l, &x, &mut rng);
+}
+
+/// [`check_forward_grads`] at `z = inverse(x)`: inside the generative map's domain whenever
+/// `x` is inside the normalizing map's (e.g. `log`, whose forward needs positive inputs).
+pub(crate) fn check_forward_grads_at_image<L: Layer>(
+    l: &mut L,
+    x: &Array2<f64>,
+    rng: &mut crate::FlowRng,
+) {
+    let (z, _) = run(l, x.view(), true);
+    check_forward_grads(l, &z, rng);
 }
 
 /// ln|det a| by Gaussian elimination with partial pivoting.

@@ -188,11 +188,34 @@ pub fn elementwise_backward<T: Real, Tr: Transformer<T>>(
     debug_assert_eq!(x_in.dim(), g.dim(), "elementwise_backward: shapes");
     debug_assert_eq!(p.width(), tr.n_params(), "elementwise_backward: raw parameter count");
     let n = 1 + tr.n_params();
-    by_width!(n, N => elementwise_backward_n::<T, Tr, N>(tr, p, cols, x_in, g, dld, grad))
+    let dir = Dir::Invert;
+    by_width!(n, N => elementwise_backward_n::<T, Tr, N>(tr, dir, p, cols, x_in, g, dld, grad))
 }
 
+/// Backward pass of [`elementwise_forward`]: `z_in` is the forward kernel's input, `g` holds
+/// dLoss/dx on entry and dLoss/dz on return; gradients of every tensor of `p` are accumulated
+/// into `grad`, as in [`elementwise_backward`].
+pub fn elementwise_forward_backward<T: Real, Tr: Transformer<T>>(
+    tr: &Tr,
+    p: &ElementParams<T>,
+    cols: &[usize],
+    z_in: ArrayView2<T>,
+    g: ArrayViewMut2<T>,
+    dld: ArrayView1<T>,
+    grad: &mut ElementParams<T>,
+) {
+    debug_assert_eq!(z_in.dim(), g.dim(), "elementwise_forward_backward: shapes");
+    debug_assert_eq!(p.width(), tr.n_params(), "elementwise_forward_backward: raw parameters");
+    let n = 1 + tr.n_params();
+    let dir = Dir::Apply;
+    by_width!(n, N => elementwise_backward_n::<T, Tr, N>(tr, dir, p, cols, z_in, g, dld, grad))
+}
+
+/// The backward pass of the elementwise kernel that evaluates `dir`, at its input `x_in`.
+#[allow(clippy::too_many_arguments)]
 fn elementwise_backward_n<T: Real, Tr: Transformer<T>, const N: usize>(
     tr: &Tr,
+    dir: Dir,
     p: &ElementParams<T>,
     cols: &[usize],
     x_in: ArrayView2<T>,
@@ -207,7 +230,7 @@ fn elementwise_backward_n<T: Real, Tr: Transformer<T>, const N: usize>(
         let pi = raw.row(i).to_slice().unwrap_or(&[]);
         acc.fill(T::zero());
         Zip::from(g.column_mut(c)).and(x_in.column(c)).and(&dld).for_each(|g, &x, &dl| {
-            let out = vjp.run(tr, Dir::Invert, x, pi, *g, dl);
+            let out = vjp.run(tr, dir, x, pi, *g, dl);
             *g = out[0];
             acc.iter_mut().zip(&out[1..]).for_each(|(a, &o)| *a += o);
         });
@@ -287,13 +310,36 @@ pub fn transformer_coupling_backward<T: Real, Tr: Transformer<T>>(
     s: &mut CouplingScratch<T>,
 ) {
     debug_assert_eq!(x_in.dim(), g.dim(), "transformer_coupling_backward: shapes");
-    let f = CouplingArgs { tr, net, cond, trans };
+    let f = CouplingArgs { tr, dir: Dir::Apply, net, cond, trans };
     by_width!(1 + tr.n_params(), N => f.backward::<N>(x_in, g, dld, grad, s))
 }
 
-/// The fixed arguments of a coupling's backward pass.
+/// Backward pass of [`transformer_coupling_forward`]. `z_in` is the forward kernel's input;
+/// `g` holds dLoss/dx on entry and dLoss/dz on return; `dld` is dLoss/d(ld) per row.
+/// Accumulates the conditioner's parameter gradients into `grad`; the conditioned columns
+/// pass through (`x_c = z_c`), so the conditioner's input gradient is added to `g[:, cond]`.
+#[allow(clippy::too_many_arguments)]
+pub fn transformer_coupling_forward_backward<T: Real, Tr: Transformer<T>>(
+    tr: &Tr,
+    net: &Mlp<T>,
+    cond: &[usize],
+    trans: &[usize],
+    z_in: ArrayView2<T>,
+    g: ArrayViewMut2<T>,
+    dld: ArrayView1<T>,
+    grad: &mut Mlp<T>,
+    s: &mut CouplingScratch<T>,
+) {
+    debug_assert_eq!(z_in.dim(), g.dim(), "transformer_coupling_forward_backward: shapes");
+    let f = CouplingArgs { tr, dir: Dir::Invert, net, cond, trans };
+    by_width!(1 + tr.n_params(), N => f.backward::<N>(z_in, g, dld, grad, s))
+}
+
+/// The fixed arguments of a coupling's backward pass; `dir` is the map the differentiated
+/// kernel evaluates (`Apply` normalizing, `Invert` generative).
 struct CouplingArgs<'a, Tr, T> {
     tr: &'a Tr,
+    dir: Dir,
     net: &'a Mlp<T>,
     cond: &'a [usize],
     trans: &'a [usize],
@@ -323,7 +369,7 @@ impl<T: Real, Tr: Transformer<T>> CouplingArgs<'_, Tr, T> {
                 let o = row_slice(o, &mut buf);
                 for (k, &c) in self.trans.iter().enumerate() {
                     let range = k * np..(k + 1) * np;
-                    let out = vjp.run(self.tr, Dir::Apply, xr[c], &o[range.clone()], gr[c], dl);
+                    let out = vjp.run(self.tr, self.dir, xr[c], &o[range.clone()], gr[c], dl);
                     gr[c] = out[0];
                     dr.slice_mut(ndarray::s![range])
                         .iter_mut()

@@ -26,8 +26,9 @@ mod testutil;
 
 pub(crate) use kernels::{by_width, Dir, Vjp};
 pub use kernels::{
-    elementwise_backward, elementwise_forward, elementwise_inverse, transformer_coupling_backward,
-    transformer_coupling_forward, transformer_coupling_inverse,
+    elementwise_backward, elementwise_forward, elementwise_forward_backward, elementwise_inverse,
+    transformer_coupling_backward, transformer_coupling_forward,
+    transformer_coupling_forward_backward, transformer_coupling_inverse,
 };
 pub use maps::{Affine, Exp, LeakyRelu, Log, Logit, Sigmoid, SoftAffine};
 pub use params::{ElementParams, ParamTensor};

@@ -131,20 +131,67 @@ pub fn householder_backward<T: Real>(
         u.rows().into_iter().for_each(|uk| reflect(uk, y));
         // Walk the reflections backwards. Each H_k is its own inverse, so the layer's
         // intermediate inputs are recovered from z instead of being stored.
-        for (uk, mut duk) in u.rows().into_iter().zip(du.rows_mut()).rev() {
-            reflect(uk, y);
-            // y_k = y - 2 (u.y) u  gives  dLoss/du = -2 ((g.u) y + (u.y) g).
-            let (gu, uy) = (dot(uk, gr), dot(uk, y));
-            for ((d, &yi), &gi) in duk.iter_mut().zip(y.iter()).zip(gr.iter()) {
-                *d -= (gu * yi + uy * gi) * T::of(2.0);
-            }
-            reflect(uk, gr);
+        for (uk, duk) in u.rows().into_iter().zip(du.rows_mut()).rev() {
+            reflect_backward(uk, y, gr, duk);
         }
         grad.shift.iter_mut().zip(gr.iter()).for_each(|(s, &gi)| *s -= gi);
     });
-    // u = v / |v| has Jacobian (I - u u^T) / |v|.
+    add_vector_grads(&u, &du, &norms, grad);
+}
+
+/// Backward pass of [`householder_forward`]: `z_in` is the forward kernel's input, `g` holds
+/// dLoss/dx on entry and dLoss/dz on return; parameter gradients are accumulated into `grad`.
+/// The log-determinant is constant, so `dld` contributes nothing.
+pub fn householder_forward_backward<T: Real>(
+    p: &Householder<T>,
+    cols: &[usize],
+    z_in: ArrayView2<T>,
+    g: ArrayViewMut2<T>,
+    _dld: ArrayView1<T>,
+    grad: &mut Householder<T>,
+) {
+    debug_assert_eq!(cols.len(), p.shift.len(), "householder_forward_backward: cols");
+    let (u, norms) = units(&p.vectors);
+    let mut du = Array2::<T>::zeros(u.dim());
+    map_rows_backward(cols, z_in, g, |y, gr| {
+        grad.shift.iter_mut().zip(gr.iter()).for_each(|(s, &gi)| *s += gi);
+        // y = W z (H_K applied first), then walk back from H_1, the last one applied.
+        u.rows().into_iter().rev().for_each(|uk| reflect(uk, y));
+        for (uk, duk) in u.rows().into_iter().zip(du.rows_mut()) {
+            reflect_backward(uk, y, gr, duk);
+        }
+    });
+    add_vector_grads(&u, &du, &norms, grad);
+}
+
+/// One reflection backwards: `y` holds the reflection's output and becomes its input (each
+/// `H_k` is its own inverse, so intermediate inputs are recovered instead of stored); `gr`
+/// holds dLoss/d(output) and becomes dLoss/d(input); dLoss/du is added to `du`.
+fn reflect_backward<T: Real>(
+    uk: ArrayView1<T>,
+    y: &mut [T],
+    gr: &mut [T],
+    mut du: ArrayViewMut1<T>,
+) {
+    reflect(uk, y);
+    // y_k = y - 2 (u.y) u  gives  dLoss/du = -2 ((g.u) y + (u.y) g).
+    let (gu, uy) = (dot(uk, gr), dot(uk, y));
+    for ((d, &yi), &gi) in du.iter_mut().zip(y.iter()).zip(gr.iter()) {
+        *d -= (gu * yi + uy * gi) * T::of(2.0);
+    }
+    reflect(uk, gr);
+}
+
+/// Pushes dLoss/du_k (summed over rows) through `u = v / |v|`, whose Jacobian is
+/// `(I - u u^T) / |v|`, into `grad.vectors`; vectors without a reflection get nothing.
+fn add_vector_grads<T: Real>(
+    u: &Array2<T>,
+    du: &Array2<T>,
+    norms: &[T],
+    grad: &mut Householder<T>,
+) {
     for (((uk, duk), mut gk), &norm) in
-        u.rows().into_iter().zip(du.rows()).zip(grad.vectors.rows_mut()).zip(&norms)
+        u.rows().into_iter().zip(du.rows()).zip(grad.vectors.rows_mut()).zip(norms)
     {
         if norm > T::zero() {
             let along = uk.dot(&duk);
@@ -157,7 +204,9 @@ pub fn householder_backward<T: Real>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layers::testutil::{assert_close, check_grads, check_layer, rng, uniform, Kernels};
+    use crate::layers::testutil::{
+        assert_close, check_forward_grads, check_grads, check_layer, rng, uniform, Kernels,
+    };
 
     fn layer(p: Householder<f64>, cols: Vec<usize>) -> Kernels<Householder<f64>> {
         Kernels {
@@ -166,6 +215,7 @@ mod tests {
             inverse: householder_inverse,
             forward: householder_forward,
             backward: householder_backward,
+            forward_backward: householder_forward_backward,
         }
     }
 
@@ -208,7 +258,9 @@ mod tests {
         // (the zero vector's are 0 on both sides, by the convention above).
         let mut p = random(4, 3, 90);
         p.vectors.row_mut(1).fill(0.0);
-        check_grads(&mut layer(p, vec![3, 1, 0, 2]), &x, &mut rng(91));
+        let mut l = layer(p, vec![3, 1, 0, 2]);
+        check_grads(&mut l, &x, &mut rng(91));
+        check_forward_grads(&mut l, &x, &mut rng(94));
     }
 
     #[test]

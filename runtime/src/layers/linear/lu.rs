@@ -5,8 +5,8 @@
 //! The permutation convention: `(P v)[i] = v[perm[i]]`, i.e. `P[i, perm[i]] = 1`.
 
 use super::{
-    add_ld, map_rows, map_rows_backward, mul_lower, mul_upper, solve_lower, solve_upper, sub_outer,
-    visit_array, visit_array_mut,
+    add_ld, add_outer, map_rows, map_rows_backward, mul_lower, mul_upper, solve_lower, solve_upper,
+    sub_outer, visit_array, visit_array_mut,
 };
 use crate::params::Params;
 use crate::real::Real;
@@ -234,13 +234,56 @@ pub fn lu_backward<T: Real>(
     grad.log_s -= dld.sum();
 }
 
+/// Backward pass of [`lu_forward`]: `z_in` is the forward kernel's input, `g` holds
+/// dLoss/dx on entry and dLoss/dz on return; parameter gradients are accumulated into `grad`
+/// (its `perm` and `sign` are not read).
+pub fn lu_forward_backward<T: Real>(
+    p: &Lu<T>,
+    cols: &[usize],
+    z_in: ArrayView2<T>,
+    g: ArrayViewMut2<T>,
+    dld: ArrayView1<T>,
+    grad: &mut Lu<T>,
+) {
+    debug_assert_eq!(cols.len(), p.perm.len(), "lu_forward_backward: cols");
+    let (diag, _) = p.diagonals();
+    let (mut u, mut gy) = (vec![T::zero(); cols.len()], vec![T::zero(); cols.len()]);
+    map_rows_backward(cols, z_in, g, |z, gr| {
+        // Recompute u = U z; y = L u and x_i = y[perm[i]] + shift_i.
+        u.copy_from_slice(z);
+        mul_upper(p.upper.view(), Some(&diag), &mut u);
+        for (i, &pi) in p.perm.iter().enumerate() {
+            gy[pi] = gr[i];
+            grad.shift[i] += gr[i];
+        }
+        // dLoss/dL = gy u^T; gu = L^T gy.
+        add_outer(&mut grad.lower, T::one(), &gy, &u, true);
+        mul_upper(p.lower.t(), None, &mut gy);
+        // dLoss/dU = gu z^T, a diagonal entry being its own log-derivative; gz = U^T gu.
+        add_outer(&mut grad.upper, T::one(), &gy, z, false);
+        for (i, gl) in grad.log_s.iter_mut().enumerate() {
+            *gl += gy[i] * z[i] * diag[i];
+        }
+        mul_lower(p.upper.t(), Some(&diag), &mut gy);
+        gr.copy_from_slice(&gy);
+    });
+    grad.log_s += dld.sum();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::layers::testutil::{assert_close, check_layer, randomize, rng, uniform, Kernels};
 
     fn layer(p: Lu<f64>, cols: Vec<usize>) -> Kernels<Lu<f64>> {
-        Kernels { p, cols, inverse: lu_inverse, forward: lu_forward, backward: lu_backward }
+        Kernels {
+            p,
+            cols,
+            inverse: lu_inverse,
+            forward: lu_forward,
+            backward: lu_backward,
+            forward_backward: lu_forward_backward,
+        }
     }
 
     /// `P L U` as a dense matrix, built from the fields as the docs define them.

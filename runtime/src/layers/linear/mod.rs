@@ -12,17 +12,23 @@
 //! `dLoss/dx = W^{-T} gz`, `dLoss/db = -sum_rows dLoss/dx` and
 //! `dLoss/dW = -sum_rows (W^{-T} gz) z^T`, plus `-W^{-T} * sum(dld)` from the
 //! log-determinant, pushed through each structure's parameterisation.
+//!
+//! The generative direction's backward passes (`*_forward_backward`) follow from
+//! `x = W z + b`: with `gx = dLoss/dx`, `dLoss/dz = W^T gx`, `dLoss/db = sum_rows gx` and
+//! `dLoss/dW = sum_rows gx z^T`, plus `W^{-T} * sum(dld)` from the log-determinant.
 
 mod householder;
 mod lu;
 mod triangular;
 
 pub use householder::{
-    householder_backward, householder_forward, householder_inverse, Householder,
+    householder_backward, householder_forward, householder_forward_backward, householder_inverse,
+    Householder,
 };
-pub use lu::{lu_backward, lu_forward, lu_inverse, Lu};
+pub use lu::{lu_backward, lu_forward, lu_forward_backward, lu_inverse, Lu};
 pub use triangular::{
-    lower_triangular_backward, lower_triangular_forward, lower_triangular_inverse, LowerTriangular,
+    lower_triangular_backward, lower_triangular_forward, lower_triangular_forward_backward,
+    lower_triangular_inverse, LowerTriangular,
 };
 
 use crate::nn::{standard_slice, standard_slice_mut};
@@ -132,11 +138,16 @@ fn mul_upper<T: Real>(m: ArrayView2<T>, diag: Option<&[T]>, z: &mut [T]) {
 /// `grad[i, j] -= a[i] * b[j]` for the strictly lower (`lower`) or strictly upper entries:
 /// the gradient of `-a^T M b` with respect to the entries of `M` the structure uses.
 fn sub_outer<T: Real>(grad: &mut ndarray::Array2<T>, a: &[T], b: &[T], lower: bool) {
+    add_outer(grad, -T::one(), a, b, lower);
+}
+
+/// `grad[i, j] += c * a[i] * b[j]` on the same entries as [`sub_outer`].
+fn add_outer<T: Real>(grad: &mut ndarray::Array2<T>, c: T, a: &[T], b: &[T], lower: bool) {
     let n = a.len();
     for i in 0..n {
         let js = if lower { 0..i } else { i + 1..n };
         for j in js {
-            grad[[i, j]] -= a[i] * b[j];
+            grad[[i, j]] += c * a[i] * b[j];
         }
     }
 }

@@ -3,8 +3,8 @@
 //! for every parameter value and `log|det W| = sum log_diag`.
 
 use super::{
-    add_ld, map_rows, map_rows_backward, mul_lower, solve_lower, solve_upper, sub_outer,
-    visit_array, visit_array_mut,
+    add_ld, add_outer, map_rows, map_rows_backward, mul_lower, mul_upper, solve_lower, solve_upper,
+    sub_outer, visit_array, visit_array_mut,
 };
 use crate::params::Params;
 use crate::real::Real;
@@ -105,6 +105,32 @@ pub fn lower_triangular_backward<T: Real>(
     grad.log_diag -= dld.sum();
 }
 
+/// Backward pass of [`lower_triangular_forward`]: `z_in` is the forward kernel's input, `g`
+/// holds dLoss/dx on entry and dLoss/dz on return; parameter gradients are accumulated into
+/// `grad`.
+pub fn lower_triangular_forward_backward<T: Real>(
+    p: &LowerTriangular<T>,
+    cols: &[usize],
+    z_in: ArrayView2<T>,
+    g: ArrayViewMut2<T>,
+    dld: ArrayView1<T>,
+    grad: &mut LowerTriangular<T>,
+) {
+    debug_assert_eq!(cols.len(), p.log_diag.len(), "lower_triangular_forward_backward: cols");
+    let (diag, _) = p.diagonals();
+    map_rows_backward(cols, z_in, g, |z, gr| {
+        // dLoss/dW = gx z^T; a diagonal entry is exp(log_diag), its own derivative.
+        add_outer(&mut grad.lower, T::one(), gr, z, true);
+        for i in 0..z.len() {
+            grad.log_diag[i] += gr[i] * z[i] * diag[i];
+            grad.shift[i] += gr[i];
+        }
+        // gz = W^T gx; W^T is upper triangular with the same diagonal.
+        mul_upper(p.lower.t(), Some(&diag), gr);
+    });
+    grad.log_diag += dld.sum();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +143,7 @@ mod tests {
             inverse: lower_triangular_inverse,
             forward: lower_triangular_forward,
             backward: lower_triangular_backward,
+            forward_backward: lower_triangular_forward_backward,
         }
     }
 

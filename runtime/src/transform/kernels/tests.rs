@@ -4,7 +4,8 @@
 
 use super::*;
 use crate::layers::testutil::{
-    check_grads, check_layer, check_log_det, check_round_trip, randomize, rng, uniform, Layer,
+    check_forward_grads_at_image, check_grads, check_layer, check_log_det, check_round_trip,
+    randomize, rng, uniform, Layer,
 };
 use crate::nn::Activation;
 use crate::transform::{
@@ -59,6 +60,15 @@ impl<Tr: Transformer<f64>> Layer for Elem<Tr> {
     ) {
         elementwise_backward(&self.tr, &self.p, &self.cols, x, g, dld, grad);
     }
+    fn forward_backward(
+        &mut self,
+        z: ArrayView2<f64>,
+        g: ArrayViewMut2<f64>,
+        dld: ArrayView1<f64>,
+        grad: &mut ElementParams<f64>,
+    ) {
+        elementwise_forward_backward(&self.tr, &self.p, &self.cols, z, g, dld, grad);
+    }
 }
 
 /// A transformer coupling under test, with a random conditioner.
@@ -103,6 +113,16 @@ impl<Tr: Transformer<f64>> Layer for Coup<Tr> {
         let (c, t) = (&self.cond[..], &self.trans[..]);
         transformer_coupling_backward(&self.tr, &self.net, c, t, x, g, dld, grad, &mut self.s);
     }
+    fn forward_backward(
+        &mut self,
+        z: ArrayView2<f64>,
+        g: ArrayViewMut2<f64>,
+        dld: ArrayView1<f64>,
+        grad: &mut Mlp<f64>,
+    ) {
+        let (c, t, s) = (&self.cond[..], &self.trans[..], &mut self.s);
+        transformer_coupling_forward_backward(&self.tr, &self.net, c, t, z, g, dld, grad, s);
+    }
 }
 
 /// Every check on 5 rows drawn from `(0.05, 0.95)`, for maps of the unit interval.
@@ -112,6 +132,7 @@ fn check_unit_layer<L: Layer>(l: &mut L, d: usize, seed: u64) {
     check_round_trip(l, &x);
     check_log_det(l, &x);
     check_grads(l, &x, &mut r);
+    check_forward_grads_at_image(l, &x, &mut r);
 }
 
 fn spline_tensors(k: usize) -> [(&'static str, usize); 3] {
@@ -224,6 +245,13 @@ fn piecewise_linear_and_affine_couplings() {
     let t = PiecewiseLinear { bins: 4 };
     check_unit_layer(&mut Coup::new(t, &[1], &[2, 0], 1.0, 24), 3, 25);
     check_layer(&mut Coup::new(Affine, &[0, 3], &[2, 1], 0.5, 26), 4, 27);
+    check_layer(&mut Coup::new(Affine, &[1], &[0, 2], 1.0, 34), 3, 35);
+}
+
+#[test]
+fn sigmoid_coupling_without_raw_parameters() {
+    // The conditioner outputs nothing: only the transformed columns' gradients are nonzero.
+    check_layer(&mut Coup::new(Sigmoid { alpha: 0.05 }, &[0, 3], &[2, 1], 1.0, 36), 4, 37);
 }
 
 /// A coupling whose conditioner's last layer is zero leaves `x` and `ld` unchanged.
@@ -260,5 +288,8 @@ fn single_precision_kernels_run() {
     assert!((&back - &x).iter().all(|v| v.abs() < 1e-4) && ld.iter().all(|v| v.abs() < 1e-4));
     let (mut g, mut grad) = (Array2::<f32>::ones((8, d)), p.zeros_like());
     elementwise_backward(&t, &p, &[2, 0, 1], x.view(), g.view_mut(), ld.view(), &mut grad);
+    assert!(g.iter().chain(grad.tensors[0].value.iter()).all(|v| v.is_finite()));
+    let (z, mut g) = (g.clone(), Array2::<f32>::ones((8, d)));
+    elementwise_forward_backward(&t, &p, &[2, 0, 1], z.view(), g.view_mut(), ld.view(), &mut grad);
     assert!(g.iter().chain(grad.tensors[0].value.iter()).all(|v| v.is_finite()));
 }
