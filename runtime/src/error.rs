@@ -148,4 +148,14 @@ pub enum TrainError {
          (from step {best_step}) were restored (try a lower learning rate)"
     )]
     NonFiniteLoss { step: usize, loss: f64, best_step: usize },
+    /// Reverse-KL training or distillation met a NaN or infinite loss, gradient or importance
+    /// weight; the flow keeps the parameters it had before that step.
+    #[error(
+        "the {what} became {value} at step {step}; the flow keeps its last finite parameters \
+         (check the target log-density where the flow samples, or try a lower learning rate)"
+    )]
+    NonFiniteKl { step: usize, what: &'static str, value: f64 },
+    /// The target log-density returned an array of the wrong shape.
+    #[error("the target log-density returned {what} of shape {found:?}, expected {expected:?}")]
+    TargetShape { what: &'static str, found: Vec<usize>, expected: Vec<usize> },
 }

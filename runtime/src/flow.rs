@@ -2,7 +2,7 @@
 //! training, evaluation, I/O and verification are written once.
 
 use crate::real::Real;
-use ndarray::{Array1, Array2, ArrayView2};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
 use rand::Rng;
 
 /// The name and shape of one parameter tensor, in the canonical order.
@@ -41,6 +41,20 @@ pub trait Flow: Send + Sync {
     /// The mean negative log-likelihood of the rows of x and its gradient with respect to every
     /// parameter, flat in the canonical order (the generated or interpreted backward pass).
     fn nll_and_grad(&self, x: ArrayView2<Self::Real>) -> (Self::Real, Vec<Self::Real>);
+    /// Backward pass through the generative direction: for `(x, ld) = forward(z)`, the gradient
+    /// of `sum_rows(gx . x + gld * ld)` with respect to every parameter (flat, canonical order;
+    /// zero for fixed tensors and base parameters) and with respect to `z`.
+    fn forward_vjp(
+        &self,
+        z: ArrayView2<Self::Real>,
+        gx: ArrayView2<Self::Real>,
+        gld: ArrayView1<Self::Real>,
+    ) -> (Vec<Self::Real>, Array2<Self::Real>);
+    /// log p(x) per row and its gradient with respect to x (through the normalizing direction).
+    fn log_prob_grad_x(
+        &self,
+        x: ArrayView2<Self::Real>,
+    ) -> (Array1<Self::Real>, Array2<Self::Real>);
     /// Data-dependent initialisation (actnorm); flows without such layers do nothing.
     fn data_init(&mut self, _x: ArrayView2<Self::Real>) {}
     /// Whether the flow models integer data dequantized by uniform noise (its spec starts with

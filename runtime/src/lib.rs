@@ -29,6 +29,7 @@ pub mod nn;
 pub mod optim;
 pub mod params;
 pub mod real;
+pub mod reverse_kl;
 pub mod train;
 pub mod transform;
 pub mod verify;

@@ -92,6 +92,26 @@ impl<T: Real> Flow for DiagGauss<T> {
         }
         (nll, grad)
     }
+    fn forward_vjp(
+        &self,
+        z: ArrayView2<T>,
+        gx: ArrayView2<T>,
+        gld: ArrayView1<T>,
+    ) -> (Vec<T>, Array2<T>) {
+        // x = z * sigma + mu, ld = sum log_sigma.
+        let sigma = self.sigma();
+        let d = self.mu.len();
+        let mut grad = vec![T::zero(); 2 * d];
+        for j in 0..d {
+            grad[j] = gx.column(j).sum();
+            grad[d + j] = gx.column(j).dot(&z.column(j)) * sigma[j] + gld.sum();
+        }
+        (grad, &gx * &sigma)
+    }
+    fn log_prob_grad_x(&self, x: ArrayView2<T>) -> (Array1<T>, Array2<T>) {
+        let z = self.normalize(x);
+        (self.log_prob(x), z.mapv(|v| -v) / &self.sigma())
+    }
     fn data_init(&mut self, x: ArrayView2<T>) {
         self.init_rows = x.nrows();
     }
