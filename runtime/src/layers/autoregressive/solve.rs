@@ -57,7 +57,7 @@ pub(crate) struct Tile<T> {
     done: Vec<usize>,
 }
 
-/// Indices `0..n` sorted by `key`, ties in index order.
+/// Indices `0..deg.len()` sorted by degree, ties in index order.
 fn sorted_by_degree(deg: &[usize]) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..deg.len()).collect();
     idx.sort_by_key(|&k| deg[k]);
@@ -240,10 +240,9 @@ fn push<T: Real>(
             }
             j += 4;
         }
-        for j in j..js.end {
-            let st = l.start[j];
-            if s[j] != T::zero() {
-                axpy1(&mut drow[st..], s[j], wrow(j, st));
+        for (j, &h) in s.iter().enumerate().take(js.end).skip(j) {
+            if h != T::zero() {
+                axpy1(&mut drow[l.start[j]..], h, wrow(j, l.start[j]));
             }
         }
     }
