@@ -57,11 +57,14 @@ pub(crate) struct Tile<T> {
     done: Vec<usize>,
 }
 
-/// Indices `0..n` sorted by `key`, ties in index order.
-fn sorted_by_degree(deg: &[usize]) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..deg.len()).collect();
-    idx.sort_by_key(|&k| deg[k]);
-    idx
+/// Writes the indices `0..deg.len()` sorted by degree (ties in index order) into `idx` and
+/// the sorted degrees into `sorted`, reusing their buffers.
+fn sort_by_degree(deg: &[usize], idx: &mut Vec<usize>, sorted: &mut Vec<usize>) {
+    idx.clear();
+    idx.extend(0..deg.len());
+    idx.sort_unstable_by_key(|&k| (deg[k], k));
+    sorted.clear();
+    sorted.extend(idx.iter().map(|&k| deg[k]));
 }
 
 impl<T: Real> Plan<T> {
@@ -73,14 +76,12 @@ impl<T: Real> Plan<T> {
         hidden: &[Vec<usize>],
         np: usize,
     ) {
-        self.ord = sorted_by_degree(in_deg);
-        self.ord_deg = self.ord.iter().map(|&k| in_deg[k]).collect();
-        self.hperm = hidden.iter().map(|h| sorted_by_degree(h)).collect();
-        self.hdeg = hidden
-            .iter()
-            .zip(&self.hperm)
-            .map(|(h, p)| p.iter().map(|&j| h[j]).collect())
-            .collect();
+        sort_by_degree(in_deg, &mut self.ord, &mut self.ord_deg);
+        self.hperm.resize_with(hidden.len(), Vec::new);
+        self.hdeg.resize_with(hidden.len(), Vec::new);
+        for ((h, perm), sorted) in hidden.iter().zip(&mut self.hperm).zip(&mut self.hdeg) {
+            sort_by_degree(h, perm, sorted);
+        }
         self.n_params = np;
         self.act = Some(eff.act);
         self.layers.resize_with(eff.layers.len(), Default::default);
@@ -240,10 +241,9 @@ fn push<T: Real>(
             }
             j += 4;
         }
-        for j in j..js.end {
-            let st = l.start[j];
-            if s[j] != T::zero() {
-                axpy1(&mut drow[st..], s[j], wrow(j, st));
+        for (j, &h) in s.iter().enumerate().take(js.end).skip(j) {
+            if h != T::zero() {
+                axpy1(&mut drow[l.start[j]..], h, wrow(j, l.start[j]));
             }
         }
     }
