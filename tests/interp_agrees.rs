@@ -52,12 +52,22 @@ fn agree<F: Flow<Real = f64>>(spec: &str, mut gen: F) {
     let (xi, _) = int.forward(x.view());
     let (lg, gg) = gen.nll_and_grad(x.view());
     let (li, gi) = int.nll_and_grad(x.view());
+    let (lpg, gxg) = gen.log_prob_grad_x(x.view());
+    let (lpi, gxi) = int.log_prob_grad_x(x.view());
+    let (wx, wld) = (points(zg.nrows(), zg.ncols(), 9), points(zg.nrows(), 1, 10));
+    let wld = wld.column(0);
+    let (fpg, fzg) = gen.forward_vjp(zg.view(), wx.view(), wld);
+    let (fpi, fzi) = int.forward_vjp(zg.view(), wx.view(), wld);
     let worst = [
         max_diff(zg.as_slice().unwrap(), zi.as_slice().unwrap()),
         max_diff(ldg.as_slice().unwrap(), ldi.as_slice().unwrap()),
         max_diff(xg.as_slice().unwrap(), xi.as_slice().unwrap()),
         max_diff(&gg, &gi),
         (lg - li).abs(),
+        max_diff(lpg.as_slice().unwrap(), lpi.as_slice().unwrap()),
+        max_diff(gxg.as_slice().unwrap(), gxi.as_slice().unwrap()),
+        max_diff(&fpg, &fpi),
+        max_diff(fzg.as_slice().unwrap(), fzi.as_slice().unwrap()),
     ];
     assert!(worst.iter().all(|&w| w <= 1e-12), "{}: {worst:?}", gen.name());
 }
@@ -89,6 +99,17 @@ fn layer_library_specs() {
     agree("specs/spline_1d.flow", Spline1d::new(7));
     agree("specs/fixed_linear.flow", FixedLinear::new(7));
     agree("specs/fixed_linear.flow", PartlyFixed::new(7));
+}
+
+#[test]
+fn autoregressive_specs() {
+    agree("specs/autoregressive.flow", MafSmall::new(7));
+    agree("specs/autoregressive.flow", IafSmall::new(7));
+    agree("specs/autoregressive.flow", SplineAr::new(7));
+    agree("specs/distill_moons.flow", MoonsTeacher::new(7));
+    agree("specs/distill_moons.flow", MoonsStudent::new(7));
+    agree("specs/maf_digits.flow", MafDigits::new(7));
+    agree("specs/distill_moons.flow", DigitsStudent::new(7));
 }
 
 /// The f32 flow too: the same parameters and outputs in single precision.

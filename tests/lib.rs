@@ -13,6 +13,9 @@ pub mod specs {
     flowspec_macros::flow!(file = "../specs/digits.flow");
     flowspec_macros::flow!(file = "../specs/spline_1d.flow");
     flowspec_macros::flow!(file = "../specs/fixed_linear.flow");
+    flowspec_macros::flow!(file = "../specs/maf_digits.flow");
+    flowspec_macros::flow!(file = "../specs/autoregressive.flow");
+    flowspec_macros::flow!(file = "../specs/distill_moons.flow");
 }
 
 /// The spec files `specs` above includes (paths relative to the workspace root).
@@ -28,4 +31,7 @@ pub const SPEC_FILES: &[&str] = &[
     "specs/digits.flow",
     "specs/spline_1d.flow",
     "specs/fixed_linear.flow",
+    "specs/maf_digits.flow",
+    "specs/autoregressive.flow",
+    "specs/distill_moons.flow",
 ];

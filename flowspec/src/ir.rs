@@ -118,13 +118,20 @@ pub enum Transformer {
         bins: usize,
         bound: f64,
     },
+    /// The affine transformer of MAF / IAF layers: `t(x) = x * exp(s) + shift` with the raw
+    /// log-scale `a` soft-clamped, `s = a / (1 + |a| / bound)` (as zuko does).
+    SoftAffine {
+        bound: f64,
+    },
 }
 
 impl Transformer {
     /// The raw parameter tensors per element: (name, count).
     pub fn tensors(&self) -> Vec<(&'static str, usize)> {
         match *self {
-            Transformer::Affine => vec![("shift", 1), ("log_scale", 1)],
+            Transformer::Affine | Transformer::SoftAffine { .. } => {
+                vec![("shift", 1), ("log_scale", 1)]
+            }
             Transformer::PiecewiseLinear { bins } => vec![("logits", bins)],
             Transformer::RqSpline { bins, .. } => {
                 vec![("widths", bins), ("heights", bins), ("derivatives", bins - 1)]
@@ -195,6 +202,47 @@ impl Mlp {
     }
 }
 
+/// The input ordering of a MADE conditioner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    Natural,
+    Reversed,
+    Random { seed: u64 },
+}
+
+/// A MADE conditioner (Germain et al. 2015): a masked MLP `sizes = [D, hidden.., D * P]`.
+/// Input `k` has degree `in_deg[k]`; hidden units have nondecreasing degrees `hidden_deg[l]`,
+/// so the units of one degree are contiguous (the sequential direction relies on it). Unit
+/// `m` sees inputs of degree `<= m`, the outputs of input `k` see units of degree
+/// `< in_deg[k]`: output `k` depends only on inputs of smaller degree.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Made {
+    pub sizes: Vec<usize>,
+    pub act: Activation,
+    pub order: Order,
+    pub in_deg: Vec<usize>,
+    pub hidden_deg: Vec<Vec<usize>>,
+}
+
+impl Made {
+    /// Every dense entry is a stored parameter (masked ones included, as in zuko and
+    /// nflows), so parameter counts match theirs.
+    pub fn num_params(&self) -> usize {
+        Mlp { sizes: self.sizes.clone(), act: self.act }.num_params()
+    }
+}
+
+/// Which direction of an autoregressive layer is the one-pass (parallel) one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArKind {
+    /// Masked autoregressive flow: `z_k = t(x_k; theta_k(x_<k))`, density in one pass,
+    /// sampling sequential.
+    Maf,
+    /// Inverse autoregressive flow: `x_k = t(z_k; theta_k(z_<k))`, sampling in one pass,
+    /// density sequential.
+    Iaf,
+}
+
 /// What a layer does, with its physical column sets.
 #[derive(Clone, Debug, PartialEq)]
 pub enum LayerKind {
@@ -211,6 +259,8 @@ pub enum LayerKind {
     TransformerCoupling { tr: Transformer, cond: Vec<usize>, trans: Vec<usize>, net: Mlp },
     /// `x = W z + b`.
     Linear { kind: LinearKind, cols: Vec<usize>, fixed: Vec<FixedTensor> },
+    /// A MAF or IAF layer over all dimensions (`cols[k]` holds MADE input k).
+    Autoregressive { ar: ArKind, tr: Transformer, cols: Vec<usize>, made: Made },
     /// A permutation `z_i = x_order[i]` (logical), folded into the column sets of the layers
     /// after it: it costs nothing at run time and codegen emits nothing for it.
     Permute { order: Vec<usize>, how: PermuteHow },
@@ -263,6 +313,7 @@ impl Layer {
                 kind.num_params(cols.len()) - fixed_count(fixed)
             }
             LayerKind::ActNorm { cols, fixed } => 2 * cols.len() - fixed_count(fixed),
+            LayerKind::Autoregressive { made, .. } => made.num_params(),
             LayerKind::Permute { .. } => 0,
         }
     }
@@ -279,14 +330,19 @@ impl Layer {
             | LayerKind::AdditiveCoupling { .. }
             | LayerKind::TransformerCoupling { .. } => Jacobian::BlockTriangular,
             LayerKind::ActNorm { .. } | LayerKind::Elementwise { .. } => Jacobian::Diagonal,
-            LayerKind::Linear { kind: LinearKind::LowerTriangular, .. } => Jacobian::Triangular,
+            LayerKind::Linear { kind: LinearKind::LowerTriangular, .. }
+            | LayerKind::Autoregressive { .. } => Jacobian::Triangular,
             LayerKind::Linear { .. } => Jacobian::Dense,
             LayerKind::Permute { .. } => Jacobian::Permutation,
         }
     }
     /// (normalizing direction, generative direction).
     pub fn passes(&self) -> (Pass, Pass) {
-        (Pass::Parallel, Pass::Parallel)
+        match self.kind {
+            LayerKind::Autoregressive { ar: ArKind::Maf, .. } => (Pass::Parallel, Pass::Sequential),
+            LayerKind::Autoregressive { ar: ArKind::Iaf, .. } => (Pass::Sequential, Pass::Parallel),
+            _ => (Pass::Parallel, Pass::Parallel),
+        }
     }
     /// Whether the layer runs at all (permutations are folded away).
     pub fn is_executed(&self) -> bool {
@@ -394,7 +450,32 @@ fn describe_kind(k: &LayerKind) -> String {
         LayerKind::Linear { kind, cols, fixed } => {
             format!("linear {kind:?} cols {cols:?}{}", describe_fixed(fixed))
         }
+        LayerKind::Autoregressive { ar, tr, cols, made } => {
+            format!(
+                "{ar:?} {tr:?} cols {cols:?} made {:?} {:?} {:?} in_deg {:?} hidden_deg {}",
+                made.sizes,
+                made.act,
+                made.order,
+                made.in_deg,
+                describe_degrees(&made.hidden_deg)
+            )
+        }
     }
+}
+
+/// Hidden degrees as runs, `[1 x4, 2 x4, ..]`: the full lists are as long as the layers.
+fn describe_degrees(layers: &[Vec<usize>]) -> String {
+    let runs = layers.iter().map(|degs| {
+        let mut out: Vec<String> = Vec::new();
+        let mut i = 0;
+        while i < degs.len() {
+            let j = degs[i..].iter().take_while(|&&d| d == degs[i]).count();
+            out.push(format!("{} x{j}", degs[i]));
+            i += j;
+        }
+        format!("[{}]", out.join(", "))
+    });
+    format!("[{}]", runs.collect::<Vec<_>>().join(", "))
 }
 
 fn describe_fixed(fixed: &[FixedTensor]) -> String {

@@ -20,6 +20,11 @@ pub struct Report {
     /// max relative error of a parameter gradient against central differences.
     pub grad_rel: f64,
     pub params_checked: usize,
+    /// max relative error of the generative-direction gradient ([`Flow::forward_vjp`]), for
+    /// parameters and base points, against central differences.
+    pub forward_grad_rel: f64,
+    /// max relative error of [`Flow::log_prob_grad_x`] against central differences.
+    pub grad_x_rel: f64,
 }
 
 /// Adds N(0, scale^2)-ish (uniform) noise to every parameter, so that no layer is the
@@ -97,6 +102,30 @@ pub fn ln_abs_det(mut a: Array2<f64>) -> f64 {
     acc
 }
 
+/// The relative error of `g` against the central difference of `f` at `p[i]`, step `h`. A
+/// mismatch is re-measured before it counts: a ReLU conditioner is piecewise linear, and a step
+/// that crosses a kink gives a wrong difference (so a step 10 times smaller is tried), and a
+/// steep map (a logit near the edge of its domain) needs the h^2 error removed (Richardson
+/// extrapolation of h and h/2). The best agreement is kept: a wrong gradient fails all three.
+fn fd_rel(p: &mut [f64], i: usize, h: f64, g: f64, f: &mut dyn FnMut(&[f64]) -> f64) -> f64 {
+    let mut diff = |h: f64| {
+        let orig = p[i];
+        p[i] = orig + h;
+        let up = f(p);
+        p[i] = orig - h;
+        let down = f(p);
+        p[i] = orig;
+        (up - down) / (2.0 * h)
+    };
+    let rel = |fd: f64| (fd - g).abs() / g.abs().max(1e-3);
+    let d = diff(h);
+    if rel(d) < 1e-6 {
+        return rel(d);
+    }
+    let (small, half) = (diff(h / 10.0), diff(h / 2.0));
+    rel(d).min(rel(small)).min(rel((4.0 * half - d) / 3.0))
+}
+
 /// Max relative error of `nll_and_grad` against central differences of the mean NLL, over
 /// every parameter (or every `stride`-th one), with error relative to max(|g|, floor).
 pub fn grad_error<F: Flow<Real = f64> + ?Sized>(
@@ -109,20 +138,65 @@ pub fn grad_error<F: Flow<Real = f64> + ?Sized>(
     let mut p = flow.params();
     let (mut worst, mut checked) = (0.0f64, 0);
     for i in (0..p.len()).step_by(stride.max(1)) {
-        let orig = p[i];
-        p[i] = orig + h;
-        flow.set_params(&p);
-        let up = flow.mean_nll(x);
-        p[i] = orig - h;
-        flow.set_params(&p);
-        let down = flow.mean_nll(x);
-        p[i] = orig;
-        let fd = (up - down) / (2.0 * h);
-        worst = worst.max((fd - grad[i]).abs() / grad[i].abs().max(1e-3));
+        let mut nll = |q: &[f64]| {
+            flow.set_params(q);
+            flow.mean_nll(x)
+        };
+        worst = worst.max(fd_rel(&mut p, i, h, grad[i], &mut nll));
         checked += 1;
     }
     flow.set_params(&p);
     (worst, checked)
+}
+
+/// The generative direction's backward pass against central differences of
+/// `L = sum(wx . x) + sum(wld * ld)` for `(x, ld) = forward(z)`, random fixed weights: every
+/// `stride`-th parameter, and every entry of z. Max relative error.
+pub fn forward_grad_error<F: Flow<Real = f64> + ?Sized>(
+    flow: &mut F,
+    z: ArrayView2<f64>,
+    h: f64,
+    stride: usize,
+) -> f64 {
+    let mut rng = rng_from_seed(29);
+    let wx = Array2::from_shape_simple_fn(z.dim(), || rng.random_range(-1.0..1.0));
+    let wld = ndarray::Array1::from_shape_simple_fn(z.nrows(), || rng.random_range(-1.0..1.0));
+    let loss = |flow: &F, z: ArrayView2<f64>| {
+        let (x, ld) = flow.forward(z);
+        (&x * &wx).sum() + (&ld * &wld).sum()
+    };
+    let (gp, gz) = flow.forward_vjp(z, wx.view(), wld.view());
+    let mut p = flow.params();
+    let mut worst = 0.0f64;
+    for i in (0..p.len()).step_by(stride.max(1)) {
+        let mut at = |q: &[f64]| {
+            flow.set_params(q);
+            loss(flow, z)
+        };
+        worst = worst.max(fd_rel(&mut p, i, h, gp[i], &mut at));
+    }
+    flow.set_params(&p);
+    let mut zs = z.iter().copied().collect::<Vec<f64>>();
+    for (i, &g) in gz.iter().enumerate() {
+        let mut at = |q: &[f64]| loss(flow, ArrayView2::from_shape(z.dim(), q).expect("z's shape"));
+        worst = worst.max(fd_rel(&mut zs, i, h, g, &mut at));
+    }
+    worst
+}
+
+/// [`Flow::log_prob_grad_x`] against central differences of `log_prob`: max relative error.
+pub fn grad_x_error<F: Flow<Real = f64> + ?Sized>(flow: &F, x: ArrayView2<f64>, h: f64) -> f64 {
+    let (lp, g) = flow.log_prob_grad_x(x);
+    let lp0 = flow.log_prob(x);
+    let mut worst = lp.iter().zip(&lp0).fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+    let mut xs = x.iter().copied().collect::<Vec<f64>>();
+    // Rows are independent: the sum of log p differentiates to each row's own gradient.
+    for (i, &gi) in g.iter().enumerate() {
+        let mut at =
+            |q: &[f64]| flow.log_prob(ArrayView2::from_shape(x.dim(), q).expect("x's shape")).sum();
+        worst = worst.max(fd_rel(&mut xs, i, h, gi, &mut at));
+    }
+    worst
 }
 
 /// All checks on `x` (rows inside the data's support).
@@ -134,11 +208,16 @@ pub fn verify<F: Flow<Real = f64> + ?Sized>(
     let (rt, ldc) = roundtrip(flow, x);
     let ldj = logdet_vs_jacobian(flow, x, 1e-5);
     let (g, n) = grad_error(flow, x, 1e-5, grad_stride);
+    let (z, _) = flow.inverse(x);
+    let fwd = forward_grad_error(flow, z.view(), 1e-5, grad_stride);
+    let gx = grad_x_error(flow, x, 1e-5);
     Report {
         roundtrip: rt,
         logdet_consistency: ldc,
         logdet_vs_jacobian: ldj,
         grad_rel: g,
         params_checked: n,
+        forward_grad_rel: fwd,
+        grad_x_rel: gx,
     }
 }

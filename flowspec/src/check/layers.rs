@@ -37,7 +37,9 @@ pub fn check_layer(
                 .and_then(|_| permute(cols, (0..dim).rev().collect(), PermuteHow::Reverse))?,
         ),
         "permute" => ("permute", check_permute(errs, l, dim, cols)?),
-        other => match super::library::check_library_layer(errs, l, dim, cols, first) {
+        other => match super::library::check_library_layer(errs, l, dim, cols, first)
+            .or_else(|| super::autoregressive::check_ar_layer(errs, l, dim, cols))
+        {
             Some(checked) => checked?,
             None => {
                 errs.push(unknown_layer(other, l.kind.span));
@@ -50,9 +52,10 @@ pub fn check_layer(
 
 fn unknown_layer(name: &str, span: Span) -> Diagnostic {
     Diagnostic::new(span, format!("unknown layer kind `{name}`")).with_help(format!(
-        "known layer kinds: {}, {}",
+        "known layer kinds: {}, {}, {}",
         LAYER_KINDS.join(", "),
-        super::library::LIBRARY_KINDS.join(", ")
+        super::library::LIBRARY_KINDS.join(", "),
+        super::autoregressive::AR_KINDS.join(", ")
     ))
 }
 
@@ -162,7 +165,7 @@ fn check_affine(
     Some(LayerKind::AffineCoupling { cond, trans, net, bound: bound? })
 }
 
-fn check_bound(errs: &mut Diagnostics, v: &Value) -> Option<f64> {
+pub(super) fn check_bound(errs: &mut Diagnostics, v: &Value) -> Option<f64> {
     let b = as_number(errs, v, "the log-scale bound")?;
     if b <= 0.0 {
         errs.error(v.span, "the log-scale bound must be positive");
@@ -297,7 +300,7 @@ fn check_net(
     Some(ir::Mlp { sizes: [vec![n_in], hidden?, vec![n_out]].concat(), act: act? })
 }
 
-fn check_hidden(errs: &mut Diagnostics, h: &Value) -> Option<Vec<usize>> {
+pub(super) fn check_hidden(errs: &mut Diagnostics, h: &Value) -> Option<Vec<usize>> {
     let hidden = as_count_list(errs, h, "hidden sizes", "a hidden size")?;
     if hidden.contains(&0) {
         errs.error(h.span, "a hidden size of zero leaves the conditioner with no units");
@@ -306,7 +309,7 @@ fn check_hidden(errs: &mut Diagnostics, h: &Value) -> Option<Vec<usize>> {
     Some(hidden)
 }
 
-fn check_activation(errs: &mut Diagnostics, v: &Value) -> Option<ir::Activation> {
+pub(super) fn check_activation(errs: &mut Diagnostics, v: &Value) -> Option<ir::Activation> {
     let Some((name, span, args)) = as_call(v) else {
         errs.error(
             v.span,

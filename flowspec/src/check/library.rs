@@ -233,7 +233,7 @@ fn alpha(errs: &mut Diagnostics, v: Option<&Value>, a: f64) -> Option<f64> {
     None
 }
 
-fn bins(errs: &mut Diagnostics, v: Option<&Value>) -> Option<usize> {
+pub(super) fn bins(errs: &mut Diagnostics, v: Option<&Value>) -> Option<usize> {
     let Some(v) = v else { return Some(DEFAULT_BINS) };
     let k = as_count(errs, v, "the number of bins")?;
     if !(2..=256).contains(&k) {
@@ -243,7 +243,7 @@ fn bins(errs: &mut Diagnostics, v: Option<&Value>) -> Option<usize> {
     Some(k)
 }
 
-fn spline_bound(errs: &mut Diagnostics, v: Option<&Value>) -> Option<f64> {
+pub(super) fn spline_bound(errs: &mut Diagnostics, v: Option<&Value>) -> Option<f64> {
     let Some(v) = v else { return Some(DEFAULT_SPLINE_BOUND) };
     let b = as_number(errs, v, "the spline bound")?;
     positive(errs, Some(v), b, "the spline bound")

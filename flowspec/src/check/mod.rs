@@ -2,6 +2,7 @@
 //! of every layer. All errors are collected and returned together, each with a span.
 
 mod args;
+pub mod autoregressive;
 pub mod layers;
 pub mod library;
 

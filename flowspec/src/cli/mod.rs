@@ -2,6 +2,7 @@
 //! and choosing one of its flows.
 
 mod check;
+mod distill;
 mod eval;
 mod expand;
 mod plot;
@@ -37,6 +38,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Draw samples from trained weights into a CSV file.
     Sample(sample::SampleArgs),
+    /// Distill a trained teacher into a student by minimizing KL(student || teacher).
+    Distill(distill::DistillArgs),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -47,6 +50,7 @@ pub fn run() -> Result<()> {
         Command::Train(a) => train::run(&a),
         Command::Eval(a) => eval::run(&a),
         Command::Sample(a) => sample::run(&a),
+        Command::Distill(a) => distill::run(&a),
     }
 }
 

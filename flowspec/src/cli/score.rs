@@ -259,6 +259,17 @@ mod tests {
         fn nll_and_grad(&self, x: ArrayView2<f64>) -> (f64, Vec<f64>) {
             (self.mean_nll(x), Vec::new())
         }
+        fn forward_vjp(
+            &self,
+            _: ArrayView2<f64>,
+            gx: ArrayView2<f64>,
+            _: ndarray::ArrayView1<f64>,
+        ) -> (Vec<f64>, Array2<f64>) {
+            (Vec::new(), gx.to_owned())
+        }
+        fn log_prob_grad_x(&self, x: ArrayView2<f64>) -> (ndarray::Array1<f64>, Array2<f64>) {
+            (self.log_prob(x), -x.to_owned())
+        }
         fn dequantize(&self) -> bool {
             true
         }

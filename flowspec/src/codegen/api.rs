@@ -17,7 +17,7 @@ pub fn gen_inherent(cx: &Ctx) -> TokenStream {
     let run = gen_run(cx);
     let batch = gen_batch(cx);
     let one = gen_per_sample(cx);
-    let backward = gen_backward(cx);
+    let backward = super::backward::gen_backward(cx);
     let visit = gen_visit(cx);
     let fix = super::fixed::gen_fix(cx);
     quote! {
@@ -269,81 +269,12 @@ fn gen_per_sample(cx: &Ctx) -> TokenStream {
     }
 }
 
-/// The backward pass: the normalizing direction storing each layer's input, the loss, then
-/// each layer's backward step in reverse order.
-fn gen_backward(cx: &Ctx) -> TokenStream {
-    let (t, d) = (&cx.t, lit(cx.flow.dim));
-    let executed: Vec<(usize, &ir::Layer)> = param_layers(cx.flow).collect();
-    let k = lit(executed.len());
-    let fwd = executed.iter().enumerate().map(|(k, (i, l))| {
-        let step = l.gen_inverse(cx, *i);
-        let k = lit(k);
-        quote!(__inputs.index_axis_mut(__rt::ndarray::Axis(0), #k).assign(&*__h); #step)
-    });
-    let bwd = executed.iter().enumerate().rev().map(|(k, (i, l))| l.gen_backward(cx, *i, k));
-    let base = super::base::gen_base(cx);
-    let (base_lp, base_grad) = (&base.log_prob_phys, &base.nll_grad_phys);
-    quote! {
-        /// The mean negative log-likelihood of the rows of `x` and its gradient, flat, in the
-        /// canonical parameter order (that of the safetensors file).
-        pub fn nll_and_grad(&self, x: __rt::ndarray::ArrayView2<#t>) -> (#t, ::std::vec::Vec<#t>) {
-            __with_scratch(|__s| {
-                let __loss = self.__backward(x, __s);
-                let mut __flat = ::std::vec::Vec::with_capacity(Self::NUM_PARAMS);
-                if let ::core::option::Option::Some(__g) = &__s.__grad {
-                    __g.visit_params(&mut |_, _, __d| __flat.extend_from_slice(__d));
-                }
-                (__loss, __flat)
-            })
-        }
-        /// The same, with the gradient as a struct of this type (one field per layer).
-        pub fn nll_and_grad_struct(&self, x: __rt::ndarray::ArrayView2<#t>) -> (#t, Self) {
-            __with_scratch(|__s| {
-                let __loss = self.__backward(x, __s);
-                (__loss, __s.__grad.clone().expect("__backward leaves the gradient"))
-            })
-        }
-        /// Leaves the gradient in `__s.__grad` and returns the loss.
-        #[allow(unused_variables, unused_mut)]
-        fn __backward(&self, x: __rt::ndarray::ArrayView2<#t>, __s: &mut __Scratch) -> #t {
-            Self::__check_width(x.ncols());
-            let __n = x.nrows();
-            let mut __grad = __s.__grad.take().unwrap_or_else(Self::__zeros);
-            __grad.visit_params_mut(&mut |_, _, __d| __d.fill(<#t as __rt::Real>::of(0.0)));
-            if __n == 0 {
-                __s.__grad = ::core::option::Option::Some(__grad);
-                return <#t as __rt::Real>::of(0.0);
-            }
-            let __inv_n = <#t as __rt::Real>::of(1.0 / __n as f64);
-            let mut __hb = x.to_owned();
-            let mut __ldb = __rt::ndarray::Array1::<#t>::zeros(__n);
-            let mut __inputs = ::core::mem::take(&mut __s.__inputs);
-            if __inputs.shape() != [#k, __n, #d] {
-                __inputs = __rt::ndarray::Array3::<#t>::zeros((#k, __n, #d));
-            }
-            {
-                let (__h, __ld) = (&mut __hb, &mut __ldb);
-                #(#fwd)*
-            }
-            // The base reads z in place through __Z_COLS: no gather into logical order.
-            let __lp = #base_lp + &__ldb;
-            let __loss = -__lp.sum() * __inv_n;
-            let mut __g = __rt::ndarray::Array2::<#t>::zeros((__n, #d));
-            #base_grad
-            let __dld = __rt::ndarray::Array1::<#t>::from_elem(__n, -__inv_n);
-            #(#bwd)*
-            __s.__inputs = __inputs;
-            __s.__grad = ::core::option::Option::Some(__grad);
-            __loss
-        }
-    }
-}
-
 fn prefix(i: usize, l: &ir::Layer) -> String {
     match l.kind {
         LayerKind::AffineCoupling { .. }
         | LayerKind::AdditiveCoupling { .. }
-        | LayerKind::TransformerCoupling { .. } => format!("layer{i}.net"),
+        | LayerKind::TransformerCoupling { .. }
+        | LayerKind::Autoregressive { .. } => format!("layer{i}.net"),
         _ => format!("layer{i}"),
     }
 }
@@ -404,6 +335,8 @@ pub fn gen_flow_impl(cx: &Ctx) -> TokenStream {
             fn base_log_prob(&self, z: #v2) -> #a1 { #name::base_log_prob(self, z) }
             fn sample_base(&self, n: usize, rng: &mut dyn __rt::rand::Rng) -> #a2 { #name::sample_base(self, n, rng) }
             fn nll_and_grad(&self, x: #v2) -> (#t, ::std::vec::Vec<#t>) { #name::nll_and_grad(self, x) }
+            fn forward_vjp(&self, z: #v2, gx: #v2, gld: __rt::ndarray::ArrayView1<#t>) -> (::std::vec::Vec<#t>, #a2) { #name::forward_vjp(self, z, gx, gld) }
+            fn log_prob_grad_x(&self, x: #v2) -> (#a1, #a2) { #name::log_prob_grad_x(self, x) }
             fn data_init(&mut self, x: #v2) { #name::data_init(self, x) }
             fn dequantize(&self) -> bool { #deq }
         }

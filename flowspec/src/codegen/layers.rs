@@ -24,8 +24,10 @@ pub trait LayerGen {
     fn gen_inverse(&self, cx: &Ctx, i: usize) -> TokenStream;
     /// One step of the generative direction (z to x).
     fn gen_forward(&self, cx: &Ctx, i: usize) -> TokenStream;
-    /// The backward step; `k` is the layer's position among executed layers in `__inputs`.
-    fn gen_backward(&self, cx: &Ctx, i: usize, k: usize) -> TokenStream;
+    /// The backward step of direction `dir` ("inverse": the NLL's normalizing pass, "forward":
+    /// the generative pass); `k` is the layer's slot in `__inputs`, which holds the inputs of
+    /// that direction.
+    fn gen_backward(&self, cx: &Ctx, i: usize, k: usize, dir: &str) -> TokenStream;
     /// Data-dependent initialisation before the layer is applied (actnorm), if any.
     fn gen_data_init(&self, cx: &Ctx, i: usize) -> Option<TokenStream>;
 }
@@ -38,7 +40,7 @@ fn names(i: usize) -> (proc_macro2::Ident, proc_macro2::Ident, proc_macro2::Iden
     )
 }
 
-fn activation(a: ir::Activation) -> TokenStream {
+pub fn activation(a: ir::Activation) -> TokenStream {
     match a {
         ir::Activation::Relu => quote!(__rt::nn::Activation::Relu),
         ir::Activation::Tanh => quote!(__rt::nn::Activation::Tanh),
@@ -116,25 +118,29 @@ impl LayerGen for ir::Layer {
         step(self, cx, i, "forward")
     }
 
-    fn gen_backward(&self, cx: &Ctx, i: usize, k: usize) -> TokenStream {
+    fn gen_backward(&self, cx: &Ctx, i: usize, k: usize, dir: &str) -> TokenStream {
         let (c, t, cols) = names(i);
         let f = field(i);
         let k = super::lit(k);
         let input = quote!(__inputs.index_axis(__rt::ndarray::Axis(0), #k));
         let common = quote!(#input, __g.view_mut(), __dld.view(), &mut __grad.#f);
+        let sfx = if dir == "inverse" { "backward" } else { "forward_backward" };
+        let func = |kind: &str| format_ident!("{}_{}", kind, sfx);
         match &self.kind {
             LayerKind::AffineCoupling { bound, .. } => {
-                let b = real(cx, *bound);
-                quote!(__rt::layers::affine_coupling_backward(&self.#f, &#c, &#t, #b, #common, &mut __s.#f);)
+                let (b, func) = (real(cx, *bound), func("affine_coupling"));
+                quote!(__rt::layers::#func(&self.#f, &#c, &#t, #b, #common, &mut __s.#f);)
             }
             LayerKind::AdditiveCoupling { .. } => {
-                quote!(__rt::layers::additive_coupling_backward(&self.#f, &#c, &#t, #common, &mut __s.#f);)
+                let func = func("additive_coupling");
+                quote!(__rt::layers::#func(&self.#f, &#c, &#t, #common, &mut __s.#f);)
             }
             LayerKind::ActNorm { .. } => {
-                quote!(__rt::layers::actnorm_backward(&self.#f, &#cols, #common);)
+                let func = func("actnorm");
+                quote!(__rt::layers::#func(&self.#f, &#cols, #common);)
             }
             LayerKind::Permute { .. } => quote!(),
-            k => super::library::backward(k, i, common),
+            k => super::library::backward(k, i, dir, common),
         }
     }
 

@@ -39,6 +39,9 @@ pub fn transformer(tr: &Transformer) -> (TokenStream, TokenStream) {
             let b = lit(bins);
             (quote!(#p::RqSpline), quote!(#p::RqSpline { bins: #b, bound: #bound }))
         }
+        Transformer::SoftAffine { bound } => {
+            (quote!(#p::SoftAffine), quote!(#p::SoftAffine { bound: #bound }))
+        }
     }
 }
 
@@ -51,6 +54,7 @@ pub fn field_type(k: &LayerKind, t: &TokenStream) -> TokenStream {
             let ty = linear_type(kind);
             quote!(#rt::layers::#ty<#t>)
         }
+        LayerKind::Autoregressive { .. } => quote!(#rt::layers::Made<#t>),
         _ => unreachable!("library::field_type is only called for library layers"),
     }
 }
@@ -92,6 +96,9 @@ pub fn consts(k: &LayerKind, i: usize) -> TokenStream {
             quote!(#a #b #d)
         }
         LayerKind::Linear { cols: cs, .. } => const_cols(&cols, cs),
+        LayerKind::Autoregressive { tr, cols, made, .. } => {
+            super::autoregressive::consts(tr, cols, made, i)
+        }
         _ => quote!(),
     }
 }
@@ -110,6 +117,9 @@ pub fn init(k: &LayerKind, cx: &Ctx, i: usize, zeros: bool) -> TokenStream {
             element_params(params, cols.len(), zeros, &cx.t)
         }
         LayerKind::TransformerCoupling { net, .. } => super::layers::mlp_init(net, zeros),
+        LayerKind::Autoregressive { tr, made, .. } => {
+            super::autoregressive::init(tr, made, i, zeros)
+        }
         LayerKind::Linear { kind, .. } => match *kind {
             LinearKind::LowerTriangular => quote!(__rt::layers::LowerTriangular::zeros(#d)),
             LinearKind::Lu { .. } if zeros => quote!(__rt::layers::Lu::identity(#d)),
@@ -150,6 +160,7 @@ fn element_params(params: &[ParamTensor], d: usize, zeros: bool, t: &TokenStream
 pub fn scratch_type(k: &LayerKind, t: &TokenStream) -> Option<TokenStream> {
     match k {
         LayerKind::TransformerCoupling { .. } => Some(quote!(__rt::layers::CouplingScratch<#t>)),
+        LayerKind::Autoregressive { .. } => Some(quote!(__rt::layers::ArScratch<#t>)),
         _ => None,
     }
 }
@@ -177,11 +188,15 @@ pub fn step(k: &LayerKind, i: usize, dir: &str) -> TokenStream {
             let func = format_ident!("{}_{}", linear_prefix(kind), dir);
             quote!(__rt::layers::#func(&self.#f, &#cols, #state);)
         }
+        LayerKind::Autoregressive { ar, .. } => super::autoregressive::step(*ar, i, dir),
         _ => quote!(),
     }
 }
 
-pub fn backward(k: &LayerKind, i: usize, common: TokenStream) -> TokenStream {
+/// The backward step of direction `dir`: `*_backward` for the normalizing direction,
+/// `*_forward_backward` for the generative one.
+pub fn backward(k: &LayerKind, i: usize, dir: &str, common: TokenStream) -> TokenStream {
+    let sfx = if dir == "inverse" { "backward" } else { "forward_backward" };
     let f = super::field(i);
     let tr = tr_ident(i);
     let (c, t, cols) = (
@@ -191,14 +206,19 @@ pub fn backward(k: &LayerKind, i: usize, common: TokenStream) -> TokenStream {
     );
     match k {
         LayerKind::Elementwise { .. } => {
-            quote!(__rt::transform::elementwise_backward(&#tr, &self.#f, &#cols, #common);)
+            let func = format_ident!("elementwise_{}", sfx);
+            quote!(__rt::transform::#func(&#tr, &self.#f, &#cols, #common);)
         }
         LayerKind::TransformerCoupling { .. } => {
-            quote!(__rt::transform::transformer_coupling_backward(&#tr, &self.#f, &#c, &#t, #common, &mut __s.#f);)
+            let func = format_ident!("transformer_coupling_{}", sfx);
+            quote!(__rt::transform::#func(&#tr, &self.#f, &#c, &#t, #common, &mut __s.#f);)
         }
         LayerKind::Linear { kind, .. } => {
-            let func = format_ident!("{}_backward", linear_prefix(kind));
+            let func = format_ident!("{}_{}", linear_prefix(kind), sfx);
             quote!(__rt::layers::#func(&self.#f, &#cols, #common);)
+        }
+        LayerKind::Autoregressive { ar, .. } => {
+            super::autoregressive::backward(*ar, i, dir, common)
         }
         _ => quote!(),
     }

@@ -13,6 +13,8 @@
 //! ```
 
 mod api;
+mod autoregressive;
+mod backward;
 mod base;
 mod fixed;
 mod layers;

@@ -47,6 +47,10 @@ macro_rules! with_tr {
                 let $t = tf::RqSpline { bins, bound };
                 $body
             }
+            $crate::ir::Transformer::SoftAffine { bound } => {
+                let $t = tf::SoftAffine { bound };
+                $body
+            }
         }
     };
 }
@@ -137,6 +141,29 @@ impl<T: Real> LinearP<T> {
             (LinearP::Lu(p), LinearP::Lu(gp)) => layers::lu_backward(p, cols, x, g, dld, gp),
             (LinearP::Householder(p), LinearP::Householder(gp)) => {
                 layers::householder_backward(p, cols, x, g, dld, gp)
+            }
+            _ => unreachable!("gradient steps are clones of the parameter steps"),
+        }
+    }
+
+    /// The backward pass of [`LinearP::forward`]; `z` is its input.
+    pub fn forward_backward(
+        &self,
+        cols: &[usize],
+        z: ArrayView2<T>,
+        g: ArrayViewMut2<T>,
+        dld: ArrayView1<T>,
+        grad: &mut LinearP<T>,
+    ) {
+        match (self, grad) {
+            (LinearP::Lower(p), LinearP::Lower(gp)) => {
+                layers::lower_triangular_forward_backward(p, cols, z, g, dld, gp)
+            }
+            (LinearP::Lu(p), LinearP::Lu(gp)) => {
+                layers::lu_forward_backward(p, cols, z, g, dld, gp)
+            }
+            (LinearP::Householder(p), LinearP::Householder(gp)) => {
+                layers::householder_forward_backward(p, cols, z, g, dld, gp)
             }
             _ => unreachable!("gradient steps are clones of the parameter steps"),
         }
