@@ -15,6 +15,7 @@
 //!   *accumulate* parameter gradients into a parameter struct of the same type.
 
 pub mod base;
+pub mod bench;
 pub mod data;
 pub mod datasets;
 pub mod error;

@@ -1,6 +1,7 @@
 //! The subcommands of the `flowspec` tool and what they share: reading and compiling a spec,
 //! and choosing one of its flows.
 
+mod bench;
 mod check;
 mod eval;
 mod expand;
@@ -37,6 +38,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Draw samples from trained weights into a CSV file.
     Sample(sample::SampleArgs),
+    /// Time a training step, log_prob and sampling, interpreted and as generated code.
+    Bench(bench::BenchArgs),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -47,6 +50,7 @@ pub fn run() -> Result<()> {
         Command::Train(a) => train::run(&a),
         Command::Eval(a) => eval::run(&a),
         Command::Sample(a) => sample::run(&a),
+        Command::Bench(a) => bench::run(&a),
     }
 }
 
