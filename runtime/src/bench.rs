@@ -112,6 +112,9 @@ pub struct Figure {
     pub repeats: usize,
     /// The mean number of cores other processes used during the timed repeats.
     pub foreign_cores: f64,
+    /// CPU time of this process (all its threads) per call, over all timed repeats: less
+    /// sensitive than wall time to other processes on a busy machine (10 ms resolution).
+    pub cpu_s: f64,
 }
 
 impl Figure {
@@ -225,6 +228,7 @@ fn log_prob_one<F: Flow>(
     fig.rows = 1;
     fig.median_s /= POINTS as f64;
     fig.min_s /= POINTS as f64;
+    fig.cpu_s /= POINTS as f64;
     fig
 }
 
@@ -244,6 +248,7 @@ fn measure(f: &mut dyn FnMut(), s: &Settings, warmup: usize) -> Figure {
     }
     let mut times = Vec::with_capacity(repeats);
     let mut foreign = 0.0;
+    let start = CpuSample::now();
     for _ in 0..repeats {
         let a = CpuSample::now();
         let t0 = Instant::now();
@@ -254,8 +259,13 @@ fn measure(f: &mut dyn FnMut(), s: &Settings, warmup: usize) -> Figure {
         foreign += CpuSample::now().map_or(0.0, |b| a.map_or(0.0, |a| a.foreign_cores(&b)));
         times.push(t);
     }
+    let own = match (start, CpuSample::now()) {
+        (Some(a), Some(b)) => b.own.saturating_sub(a.own) as f64 / 100.0,
+        _ => f64::NAN,
+    };
     times.sort_by(f64::total_cmp);
     Figure {
+        cpu_s: own / (repeats * inner) as f64,
         metric: Metric::Train,
         rows: 0,
         median_s: median(&times),
@@ -325,7 +335,7 @@ pub fn to_json(engine: &str, dtype: &str, num_params: usize, figures: &[Figure])
         .iter()
         .map(|f| {
             format!(
-                "{{\"metric\":\"{}\",\"rows\":{},\"median_s\":{},\"min_s\":{},\"samples_per_s\":{},\"inner\":{},\"repeats\":{},\"foreign_cores\":{}}}",
+                "{{\"metric\":\"{}\",\"rows\":{},\"median_s\":{},\"min_s\":{},\"samples_per_s\":{},\"inner\":{},\"repeats\":{},\"foreign_cores\":{},\"cpu_s\":{}}}",
                 f.metric.name(),
                 f.rows,
                 num(f.median_s),
@@ -333,7 +343,8 @@ pub fn to_json(engine: &str, dtype: &str, num_params: usize, figures: &[Figure])
                 num(f.samples_per_s()),
                 f.inner,
                 f.repeats,
-                num(f.foreign_cores)
+                num(f.foreign_cores),
+                num(f.cpu_s)
             )
         })
         .collect();

@@ -20,6 +20,7 @@ pub mod data;
 pub mod datasets;
 pub mod error;
 pub mod flow;
+pub mod gemm;
 pub mod io;
 pub mod layers;
 pub mod nn;
