@@ -19,10 +19,12 @@
 //!   added, and accumulate parameter gradients the same way.
 
 pub mod base;
+pub mod bench;
 pub mod data;
 pub mod datasets;
 pub mod error;
 pub mod flow;
+pub mod gemm;
 pub mod io;
 pub mod layers;
 pub mod nn;

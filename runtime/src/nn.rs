@@ -3,10 +3,12 @@
 //! Buffers live in an [`MlpScratch`] owned by the caller, so a training loop that keeps the
 //! batch size fixed allocates nothing after its first step.
 
+use crate::gemm;
 use crate::params::{join, Params};
 use crate::real::Real;
-use ndarray::linalg::general_mat_mul;
-use ndarray::{Array, Array1, Array2, ArrayView2, ArrayViewMut2, Dimension, Zip};
+use ndarray::{
+    s, Array, Array1, Array2, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Dimension, Zip,
+};
 use rand::RngExt;
 
 /// The nonlinearity applied after every layer but the last.
@@ -43,30 +45,44 @@ impl Activation {
     /// pre-activations need not be stored).
     pub(crate) fn mul_derivative<T: Real>(self, d: ArrayViewMut2<T>, y: ArrayView2<T>) {
         let (zero, one) = (T::zero(), T::one());
-        let zip = Zip::from(d).and(y);
         match self {
-            Activation::Relu => zip.for_each(|d, &y| {
-                if y <= zero {
-                    *d = zero;
-                }
-            }),
-            Activation::Tanh => zip.for_each(|d, &y| *d *= one - y * y),
+            Activation::Relu => zip_map(d, y, |d, y| if y > zero { d } else { zero }),
+            Activation::Tanh => zip_map(d, y, |d, y| d * (one - y * y)),
             Activation::LeakyRelu(slope) => {
                 let slope = T::of(slope);
-                zip.for_each(|d, &y| {
-                    if y <= zero {
-                        *d *= slope;
-                    }
-                });
+                zip_map(d, y, |d, y| if y > zero { d } else { d * slope })
             }
             Activation::Elu(alpha) => {
                 let alpha = T::of(alpha);
-                zip.for_each(|d, &y| {
-                    if y <= zero {
-                        *d *= y + alpha;
-                    }
-                });
+                zip_map(d, y, |d, y| if y > zero { d } else { d * (y + alpha) })
             }
+        }
+    }
+}
+
+/// Runs `f` compiled for the best instruction set this CPU has (AVX2 + FMA where present),
+/// so the elementwise loops inside vectorize at full width in a default build.
+#[inline(always)]
+pub(crate) fn simd<R>(f: impl FnOnce() -> R) -> R {
+    pulp::Arch::new().dispatch(f)
+}
+
+/// `d[i, j] = f(d[i, j], y[i, j])`, row slice by row slice (branch-free closures vectorize).
+fn zip_map<T: Real>(d: ArrayViewMut2<T>, y: ArrayView2<T>, f: impl Fn(T, T) -> T) {
+    simd(
+        #[inline(always)]
+        || zip_map_body(d, y, f),
+    )
+}
+
+// The `*_body` functions hold the loops `simd` compiles per CPU: they must be inlined into
+// its target-feature context (a closure body alone is not always inlined there).
+#[inline(always)]
+fn zip_map_body<T: Real>(mut d: ArrayViewMut2<T>, y: ArrayView2<T>, f: impl Fn(T, T) -> T) {
+    for (mut dr, yr) in d.rows_mut().into_iter().zip(y.rows()) {
+        match (dr.as_slice_mut(), yr.as_slice()) {
+            (Some(dr), Some(yr)) => dr.iter_mut().zip(yr).for_each(|(d, &y)| *d = f(*d, y)),
+            (_, _) => Zip::from(&mut dr).and(&yr).for_each(|d, &y| *d = f(*d, y)),
         }
     }
 }
@@ -127,6 +143,10 @@ impl<T: Real> Mlp<T> {
 
     /// The forward pass; the activation follows every layer except the last. Leaves every
     /// layer's output in `s.acts`; the network's output is `s.acts.last()`.
+    ///
+    /// Large batches are split into two row blocks run on two threads; each thread runs its
+    /// rows through all layers in tiles of [`gemm::TILE_ROWS`] rows, so that a tile's
+    /// activations are still in cache when the next layer reads them.
     pub fn forward(&self, x: ArrayView2<T>, s: &mut MlpScratch<T>) {
         let n = x.nrows();
         if self.layers.is_empty() {
@@ -135,16 +155,32 @@ impl<T: Real> Mlp<T> {
             return;
         }
         resize_all(&mut s.acts, n, self.layers.iter().map(|l| l.b.len()));
+        debug_assert_eq!(x.ncols(), self.layers[0].w.nrows(), "Mlp::forward: input width");
+        if gemm::row_parts(n) == 1 {
+            let mut outs: Vec<ArrayViewMut2<T>> = s.acts.iter_mut().map(|a| a.view_mut()).collect();
+            self.forward_rows(x, &mut outs);
+        } else {
+            let mid = n / 2;
+            let (mut top, mut bottom): (Vec<_>, Vec<_>) =
+                s.acts.iter_mut().map(|a| a.view_mut().split_at(Axis(0), mid)).unzip();
+            let (xt, xb) = x.split_at(Axis(0), mid);
+            rayon::join(|| self.forward_rows(xt, &mut top), || self.forward_rows(xb, &mut bottom));
+        }
+    }
+
+    /// [`Mlp::forward`] of the rows of `x` into `outs` (one view per layer, same rows).
+    fn forward_rows(&self, x: ArrayView2<T>, outs: &mut [ArrayViewMut2<T>]) {
         let last = self.layers.len() - 1;
-        for (i, layer) in self.layers.iter().enumerate() {
-            let (done, rest) = s.acts.split_at_mut(i);
-            let input = if i == 0 { x.view() } else { done[i - 1].view() };
-            let out = &mut rest[0];
-            debug_assert_eq!(input.ncols(), layer.w.nrows(), "Mlp::forward: input width");
-            out.assign(&layer.b);
-            general_mat_mul(T::one(), &input, &layer.w, T::one(), out);
-            if i < last {
-                self.act.apply(out.view_mut());
+        let n = x.nrows();
+        for start in (0..n).step_by(gemm::TILE_ROWS) {
+            let rows = s![start..(start + gemm::TILE_ROWS).min(n), ..];
+            for (i, layer) in self.layers.iter().enumerate() {
+                let (done, rest) = outs.split_at_mut(i);
+                let input = if i == 0 { x.slice(rows) } else { done[i - 1].slice(rows) };
+                let mut out = rest[0].slice_mut(rows);
+                gemm::gemm(input, layer.w.view(), out.view_mut(), false);
+                let act = if i < last { Some(self.act) } else { None };
+                add_bias_activate(out, &layer.b, act);
             }
         }
     }
@@ -152,6 +188,9 @@ impl<T: Real> Mlp<T> {
     /// The backward pass, after `forward(x, s)` with the same `x`. `dout` is the gradient with
     /// respect to the network's output. Accumulates parameter gradients into `grad` (same
     /// architecture) and, if given, adds the gradient with respect to `x` into `dx`.
+    ///
+    /// Large batches use two threads: the weight gradient `input^T delta` is split by its
+    /// columns (no reduction needed), the gradient passed down by rows.
     pub fn backward(
         &self,
         x: ArrayView2<T>,
@@ -170,23 +209,151 @@ impl<T: Real> Mlp<T> {
         }
         let widths = self.layers[..nl - 1].iter().map(|l| l.b.len());
         resize_all(&mut s.deltas, x.nrows(), widths);
+        let par = gemm::row_parts(x.nrows()) > 1;
         for i in (0..nl).rev() {
             let (below, here) = s.deltas.split_at_mut(i);
             let delta = if i == nl - 1 { dout.view() } else { here[0].view() };
             let input = if i == 0 { x.view() } else { s.acts[i - 1].view() };
             let (layer, gl) = (&self.layers[i], &mut grad.layers[i]);
-            general_mat_mul(T::one(), &input.t(), &delta, T::one(), &mut gl.w);
-            for row in delta.rows() {
-                gl.b += &row;
-            }
+            weight_grad(input, delta, gl, par);
             if i > 0 {
-                let prev = &mut below[i - 1];
-                general_mat_mul(T::one(), &delta, &layer.w.t(), T::zero(), prev);
-                self.act.mul_derivative(prev.view_mut(), s.acts[i - 1].view());
+                let below = below[i - 1].view_mut();
+                let act = Some((self.act, s.acts[i - 1].view()));
+                pass_down(delta, layer.w.view(), below, act, false, par);
             } else if let Some(dx) = dx.as_mut() {
-                general_mat_mul(T::one(), &delta, &layer.w.t(), T::one(), dx);
+                pass_down(delta, layer.w.view(), dx.view_mut(), None, true, par);
             }
         }
+    }
+}
+
+/// `out = act(out + b)` per row, in one pass (`act` None: the bias only).
+fn add_bias_activate<T: Real>(out: ArrayViewMut2<T>, b: &Array1<T>, act: Option<Activation>) {
+    let zero = T::zero();
+    match act {
+        None => bias_map(out, b, |v| v),
+        Some(Activation::Relu) => bias_map(out, b, |v| if v > zero { v } else { zero }),
+        Some(Activation::Tanh) => bias_map(out, b, |v| v.tanh()),
+        Some(Activation::LeakyRelu(slope)) => {
+            let slope = T::of(slope);
+            bias_map(out, b, |v| if v > zero { v } else { v * slope })
+        }
+        Some(Activation::Elu(alpha)) => {
+            let alpha = T::of(alpha);
+            bias_map(out, b, |v| if v > zero { v } else { alpha * v.exp_m1() })
+        }
+    }
+}
+
+/// `out[i, j] = f(out[i, j] + b[j])`.
+fn bias_map<T: Real>(out: ArrayViewMut2<T>, b: &Array1<T>, f: impl Fn(T) -> T) {
+    simd(
+        #[inline(always)]
+        || bias_map_body(out, b, f),
+    )
+}
+
+#[inline(always)]
+fn bias_map_body<T: Real>(mut out: ArrayViewMut2<T>, b: &Array1<T>, f: impl Fn(T) -> T) {
+    match b.as_slice() {
+        Some(bias) => {
+            for mut row in out.rows_mut() {
+                match row.as_slice_mut() {
+                    Some(r) => r.iter_mut().zip(bias).for_each(|(v, &b)| *v = f(*v + b)),
+                    None => row.iter_mut().zip(bias).for_each(|(v, &b)| *v = f(*v + b)),
+                }
+            }
+        }
+        None => Zip::from(&mut out).and_broadcast(b).for_each(|v, &b| *v = f(*v + b)),
+    }
+}
+
+/// `gl.w += input^T delta`, `gl.b += column sums of delta`; with `par`, the columns are
+/// split between two threads.
+fn weight_grad<T: Real>(input: ArrayView2<T>, delta: ArrayView2<T>, gl: &mut Dense<T>, par: bool) {
+    let cols = delta.ncols();
+    if par && cols >= 2 {
+        let mid = cols / 2;
+        let (d0, d1) = delta.split_at(Axis(1), mid);
+        let (w0, w1) = gl.w.view_mut().split_at(Axis(1), mid);
+        let (b0, b1) = gl.b.view_mut().split_at(Axis(0), mid);
+        rayon::join(
+            || {
+                gemm::gemm(input.t(), d0, w0, true);
+                column_sums_into(d0, b0);
+            },
+            || {
+                gemm::gemm(input.t(), d1, w1, true);
+                column_sums_into(d1, b1);
+            },
+        );
+    } else {
+        gemm::gemm(input.t(), delta, gl.w.view_mut(), true);
+        column_sums_into(delta, gl.b.view_mut());
+    }
+}
+
+/// `b += sum over rows of d`.
+fn column_sums_into<T: Real>(d: ArrayView2<T>, b: ArrayViewMut1<T>) {
+    simd(
+        #[inline(always)]
+        || column_sums_body(d, b),
+    )
+}
+
+#[inline(always)]
+fn column_sums_body<T: Real>(d: ArrayView2<T>, mut b: ArrayViewMut1<T>) {
+    match b.as_slice_mut() {
+        Some(b) => {
+            for row in d.rows() {
+                match row.as_slice() {
+                    Some(r) => b.iter_mut().zip(r).for_each(|(b, &v)| *b += v),
+                    None => b.iter_mut().zip(row).for_each(|(b, &v)| *b += v),
+                }
+            }
+        }
+        None => {
+            for row in d.rows() {
+                b += &row;
+            }
+        }
+    }
+}
+
+/// The gradient below a layer: `out = delta w^T` (`accumulate`: `out +=`), then, for a hidden
+/// layer, times the activation's derivative at its output `y`. With `par`, the rows are split
+/// between two threads.
+fn pass_down<T: Real>(
+    delta: ArrayView2<T>,
+    w: ArrayView2<T>,
+    out: ArrayViewMut2<T>,
+    act: Option<(Activation, ArrayView2<T>)>,
+    accumulate: bool,
+    par: bool,
+) {
+    let run = |delta: ArrayView2<T>,
+               mut out: ArrayViewMut2<T>,
+               act: Option<(Activation, ArrayView2<T>)>| {
+        gemm::gemm(delta, w.t(), out.view_mut(), accumulate);
+        if let Some((act, y)) = act {
+            act.mul_derivative(out, y);
+        }
+    };
+    let n = delta.nrows();
+    if par && n >= 2 {
+        let mid = n / 2;
+        let (d0, d1) = delta.split_at(Axis(0), mid);
+        let (o0, o1) = out.split_at(Axis(0), mid);
+        let (a0, a1) = match act {
+            Some((a, y)) => {
+                let (y0, y1) = y.split_at(Axis(0), mid);
+                (Some((a, y0)), Some((a, y1)))
+            }
+            None => (None, None),
+        };
+        rayon::join(|| run(d0, o0, a0), || run(d1, o1, a1));
+    } else {
+        run(delta, out, act);
     }
 }
 

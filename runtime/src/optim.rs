@@ -20,6 +20,24 @@ pub struct Adam {
     pub t: u64,
 }
 
+/// The update of [`Adam::step`], inlined into the CPU-specific copies `simd` makes.
+#[inline(always)]
+fn adam_body<'a, T: Real>(
+    params: &mut [T],
+    grad: &[T],
+    moments: impl Iterator<Item = (&'a mut f64, &'a mut f64)>,
+    [b1, b2, bias2_sqrt, eps, step_size]: [f64; 5],
+) {
+    for ((p, g), (m, v)) in params.iter_mut().zip(grad).zip(moments) {
+        let g = g.f64();
+        *m = b1 * *m + (1.0 - b1) * g;
+        *v = b2 * *v + (1.0 - b2) * g * g;
+        // The same order of operations as torch.optim.Adam (non-fused, non-amsgrad).
+        let denom = v.sqrt() / bias2_sqrt + eps;
+        *p = T::of(p.f64() - step_size * *m / denom);
+    }
+}
+
 impl Adam {
     /// Adam for `n_params` parameters with PyTorch's defaults (0.9, 0.999, 1e-8).
     pub fn new(n_params: usize, lr: f64) -> Self {
@@ -47,15 +65,14 @@ impl Adam {
         let bias2_sqrt = (1.0 - self.beta2.powf(t)).sqrt();
         let step_size = self.lr / bias1;
         let (b1, b2) = (self.beta1, self.beta2);
+        let eps = self.eps;
         let moments = self.m.iter_mut().zip(self.v.iter_mut());
-        for ((p, g), (m, v)) in params.iter_mut().zip(grad).zip(moments) {
-            let g = g.f64();
-            *m = b1 * *m + (1.0 - b1) * g;
-            *v = b2 * *v + (1.0 - b2) * g * g;
-            // The same order of operations as torch.optim.Adam (non-fused, non-amsgrad).
-            let denom = v.sqrt() / bias2_sqrt + self.eps;
-            *p = T::of(p.f64() - step_size * *m / denom);
-        }
+        // Compiled for the CPU's widest vector instructions (runtime dispatch), so the
+        // square roots and divisions run several to an instruction in a default build.
+        crate::nn::simd(
+            #[inline(always)]
+            || adam_body(params, grad, moments, [b1, b2, bias2_sqrt, eps, step_size]),
+        );
     }
 
     /// Forgets the moments and the step count.

@@ -1,6 +1,7 @@
 //! The subcommands of the `flowspec` tool and what they share: reading and compiling a spec,
 //! and choosing one of its flows.
 
+mod bench;
 mod check;
 mod distill;
 mod eval;
@@ -40,6 +41,8 @@ enum Command {
     Sample(sample::SampleArgs),
     /// Distill a trained teacher into a student by minimizing KL(student || teacher).
     Distill(distill::DistillArgs),
+    /// Time a training step, log_prob and sampling, interpreted and as generated code.
+    Bench(bench::BenchArgs),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -51,6 +54,7 @@ pub fn run() -> Result<()> {
         Command::Eval(a) => eval::run(&a),
         Command::Sample(a) => sample::run(&a),
         Command::Distill(a) => distill::run(&a),
+        Command::Bench(a) => bench::run(&a),
     }
 }
 

@@ -1,0 +1,229 @@
+//! The one matrix product every [`crate::nn::Mlp`] product goes through, and the choice of
+//! how many threads a batch gets.
+//!
+//! f32 and f64 products go to faer (AVX-512 / AVX2 kernels chosen at run time, so a default
+//! build without `-C target-cpu` gets them), always on the calling thread: the networks here
+//! are small (widths of tens to hundreds), so the MLP splits a large batch into row blocks
+//! across threads itself ([`row_parts`]) instead of splitting each product. faer reads any
+//! strides, so transposed views cost nothing.
+
+use crate::real::Real;
+use ndarray::{ArrayView2, ArrayViewMut2};
+use std::any::TypeId;
+
+/// `c = a b` (`accumulate == false`) or `c += a b`.
+pub fn gemm<T: Real>(
+    a: ArrayView2<T>,
+    b: ArrayView2<T>,
+    mut c: ArrayViewMut2<T>,
+    accumulate: bool,
+) {
+    let ((m, k), n) = (a.dim(), b.ncols());
+    assert!(
+        b.nrows() == k && c.dim() == (m, n),
+        "gemm: shapes {:?} {:?} {:?}",
+        a.dim(),
+        b.dim(),
+        c.dim()
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            c.fill(T::zero());
+        }
+        return;
+    }
+    if m <= SMALL_ROWS && b.strides()[1] == 1 && b.strides()[0] >= 0 {
+        return few_rows(a, b, c, accumulate);
+    }
+    // SAFETY: T is f64 (resp. f32), checked by TypeId, so the casts are identities; the raw
+    // parts describe exactly the ndarray views (dimensions and element strides), which live
+    // for the whole call, and `c` is borrowed mutably, so it aliases neither `a` nor `b`.
+    unsafe {
+        if TypeId::of::<T>() == TypeId::of::<f64>() {
+            faer_gemm::<f64>(
+                a.as_ptr().cast(),
+                a.strides(),
+                b.as_ptr().cast(),
+                b.strides(),
+                c.as_mut_ptr().cast(),
+                c.strides(),
+                (m, k, n),
+                accumulate,
+            );
+        } else if TypeId::of::<T>() == TypeId::of::<f32>() {
+            faer_gemm::<f32>(
+                a.as_ptr().cast(),
+                a.strides(),
+                b.as_ptr().cast(),
+                b.strides(),
+                c.as_mut_ptr().cast(),
+                c.strides(),
+                (m, k, n),
+                accumulate,
+            );
+        } else {
+            let beta = if accumulate { T::one() } else { T::zero() };
+            ndarray::linalg::general_mat_mul(T::one(), &a, &b, beta, &mut c);
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn faer_gemm<T: faer::traits::ComplexField + Copy + num_traits::One>(
+    a: *const T,
+    sa: &[isize],
+    b: *const T,
+    sb: &[isize],
+    c: *mut T,
+    sc: &[isize],
+    (m, k, n): (usize, usize, usize),
+    accumulate: bool,
+) {
+    let fa = faer::MatRef::<T>::from_raw_parts(a, m, k, sa[0], sa[1]);
+    let fb = faer::MatRef::<T>::from_raw_parts(b, k, n, sb[0], sb[1]);
+    let fc = faer::MatMut::<T>::from_raw_parts_mut(c, m, n, sc[0], sc[1]);
+    let accum = if accumulate { faer::Accum::Add } else { faer::Accum::Replace };
+    faer::linalg::matmul::matmul(fc, accum, fa, fb, T::one(), faer::Par::Seq);
+    clear_upper_registers();
+}
+
+/// Clears the upper halves of the vector registers after faer's AVX-512 / AVX2 kernels.
+/// Without this, the caller's code (plain SSE2 in a default build) and libm's `exp` start
+/// with a dirty upper state: measured, `exp` then spent most of its time on its first AVX
+/// instruction (a state-transition stall), a quarter of C1's training step.
+#[inline]
+fn clear_upper_registers() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx")]
+        unsafe fn zeroupper() {
+            std::arch::x86_64::_mm256_zeroupper();
+        }
+        if std::arch::is_x86_feature_detected!("avx") {
+            // SAFETY: the CPU has AVX (checked above).
+            unsafe { zeroupper() }
+        }
+    }
+}
+
+/// Products with at most this many rows (the per-sample API, `log_prob_one`) take
+/// [`few_rows`]: faer computes them as matrix-vector products that store the whole output once
+/// per inner index, measured at about 1.6 us for 1 x 64 . 64 x 64; this keeps the output in
+/// registers.
+const SMALL_ROWS: usize = 4;
+
+/// `c = a b` or `c += a b` for a few rows of `a` and a `b` with contiguous rows: 16 output
+/// columns at a time are accumulated in registers over the whole inner dimension.
+fn few_rows<T: Real>(a: ArrayView2<T>, b: ArrayView2<T>, c: ArrayViewMut2<T>, accumulate: bool) {
+    crate::nn::simd(
+        #[inline(always)]
+        || few_rows_body(a, b, c, accumulate),
+    )
+}
+
+/// The body of [`few_rows`], inlined into the CPU-specific copies `simd` makes.
+#[inline(always)]
+fn few_rows_body<T: Real>(
+    a: ArrayView2<T>,
+    b: ArrayView2<T>,
+    mut c: ArrayViewMut2<T>,
+    accumulate: bool,
+) {
+    const W: usize = 16;
+    let ((m, k), n) = (a.dim(), b.ncols());
+    let rs = b.strides()[0] as usize;
+    // SAFETY: `b` is a view with unit column stride and row stride `rs`, so its k rows of n
+    // elements lie in the (k - 1) rs + n elements from its first one.
+    let bs = unsafe { std::slice::from_raw_parts(b.as_ptr(), (k - 1) * rs + n) };
+    {
+        for i in 0..m {
+            let arow = a.row(i);
+            let mut j0 = 0;
+            while j0 < n {
+                let w = (n - j0).min(W);
+                let mut acc = [T::zero(); W];
+                if accumulate {
+                    for (t, a) in acc.iter_mut().enumerate().take(w) {
+                        *a = c[[i, j0 + t]];
+                    }
+                }
+                if w == W {
+                    for (kk, &x) in arow.iter().enumerate() {
+                        let row: &[T; W] = bs[kk * rs + j0..kk * rs + j0 + W].try_into().unwrap();
+                        for t in 0..W {
+                            acc[t] += x * row[t];
+                        }
+                    }
+                } else {
+                    for (kk, &x) in arow.iter().enumerate() {
+                        let row = &bs[kk * rs + j0..kk * rs + j0 + w];
+                        for t in 0..w {
+                            acc[t] += x * row[t];
+                        }
+                    }
+                }
+                for (t, a) in acc.iter().enumerate().take(w) {
+                    c[[i, j0 + t]] = *a;
+                }
+                j0 += W;
+            }
+        }
+    }
+}
+
+/// Rows from which a batch is split across two threads. Below it, the fork-join costs more
+/// than the second core brings (measured on C1's 1 -> 64 -> 64 -> 2 conditioners).
+pub const PAR_MIN_ROWS: usize = 1024;
+
+/// Rows a thread runs through all layers before the next block, so that a block's
+/// activations are still in cache when the next layer reads them.
+pub const TILE_ROWS: usize = 256;
+
+/// How many row blocks (threads) a batch of `n` rows gets: 1 or 2.
+pub fn row_parts(n: usize) -> usize {
+    if n >= PAR_MIN_ROWS && rayon::current_num_threads() > 1 {
+        2
+    } else {
+        1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array2;
+
+    fn check<T: Real>(tol: f64) {
+        let f = |m, n, s| {
+            Array2::from_shape_fn((m, n), |(i, j)| T::of(((i * 7 + j * 3 + s) % 11) as f64 - 5.0))
+        };
+        for (m, k, n) in
+            [(1, 1, 1), (3, 1, 64), (256, 64, 64), (5, 64, 2), (0, 3, 2), (4, 0, 3), (33, 17, 9)]
+        {
+            let (a, b) = (f(m, k, 1), f(k, n, 2));
+            let want = a.dot(&b);
+            let mut c = f(m, n, 3);
+            gemm(a.view(), b.view(), c.view_mut(), false);
+            assert!(
+                c.iter().zip(&want).all(|(x, y)| (x.f64() - y.f64()).abs() <= tol),
+                "{m}x{k}x{n}"
+            );
+            // Accumulating, through transposed (column-major) views.
+            let (at, bt) = (a.t().to_owned(), b.t().to_owned());
+            gemm(at.t(), bt.t(), c.view_mut(), true);
+            assert!(
+                c.iter().zip(&want).all(|(x, y)| (x.f64() - 2.0 * y.f64()).abs() <= tol),
+                "{m}x{k}x{n} acc"
+            );
+        }
+    }
+
+    #[test]
+    fn products_match_ndarray() {
+        check::<f64>(1e-9);
+        check::<f32>(1e-3);
+    }
+}
