@@ -127,6 +127,33 @@ pub(crate) fn solve_rows<T: Real, Tr: Transformer<T>>(
     plan: &Plan<T>,
     tile: &mut Tile<T>,
     cols: &[usize],
+    x: ArrayViewMut2<T>,
+    ld: ArrayViewMut1<T>,
+) {
+    // Rows are independent: large batches are solved in two halves on two threads (the same
+    // threshold as the MLP's products), each half row for row as the serial solve does, so the
+    // result is bit-identical.
+    let n = x.nrows();
+    if n < PARALLEL_ROWS {
+        return solve_serial(tr, plan, tile, cols, x, ld);
+    }
+    let (x1, x2) = x.split_at(ndarray::Axis(0), n / 2);
+    let (l1, l2) = ld.split_at(ndarray::Axis(0), n / 2);
+    let mut other = Tile::default();
+    rayon::join(
+        || solve_serial(tr, plan, tile, cols, x1, l1),
+        || solve_serial(tr, plan, &mut other, cols, x2, l2),
+    );
+}
+
+/// Batches at least this large use both threads.
+pub(crate) const PARALLEL_ROWS: usize = 1024;
+
+fn solve_serial<T: Real, Tr: Transformer<T>>(
+    tr: &Tr,
+    plan: &Plan<T>,
+    tile: &mut Tile<T>,
+    cols: &[usize],
     mut x: ArrayViewMut2<T>,
     mut ld: ArrayViewMut1<T>,
 ) {
