@@ -167,7 +167,12 @@ fn solve_serial<T: Real, Tr: Transformer<T>>(
                 tile.x[r * d + q] = x[[r0 + r, cols[k]]];
             }
         }
-        tile.solve(tr, plan, rows);
+        // Compiled per CPU (AVX2 + FMA where present): the push loops vectorize at full width
+        // in a default build.
+        crate::nn::simd(
+            #[inline(always)]
+            || tile.solve(tr, plan, rows),
+        );
         for r in 0..rows {
             for (q, &k) in plan.ord.iter().enumerate() {
                 x[[r0 + r, cols[k]]] = tile.x[r * d + q];
@@ -196,6 +201,7 @@ impl<T: Real> Tile<T> {
     }
 
     /// The sequential solve of one tile (see the module docs).
+    #[inline(always)]
     fn solve<Tr: Transformer<T>>(&mut self, tr: &Tr, plan: &Plan<T>, rows: usize) {
         let (d, np) = (plan.ord.len(), plan.n_params);
         let mut q = 0;
@@ -221,6 +227,7 @@ impl<T: Real> Tile<T> {
     }
 
     /// Activates every hidden unit of degree `< dn` not yet done and pushes it forward.
+    #[inline(always)]
     fn cascade(&mut self, plan: &Plan<T>, rows: usize, dn: usize) {
         let done = &mut self.done;
         let act = plan.act.unwrap_or(Activation::Relu);
@@ -242,6 +249,7 @@ impl<T: Real> Tile<T> {
 
 /// `dst[r, start_j..] += src[r, j] * w[j, start_j..]` for the source units `js`, four at a
 /// time (a group shares its first unit's start: the extra entries are masked zeros).
+#[inline(always)]
 fn push<T: Real>(
     l: &SortedLayer<T>,
     src: &[T],
