@@ -248,7 +248,9 @@ impl<T: Real> Tile<T> {
 }
 
 /// `dst[r, start_j..] += src[r, j] * w[j, start_j..]` for the source units `js`, four at a
-/// time (a group shares its first unit's start: the extra entries are masked zeros).
+/// time (a group shares its first unit's start: the extra entries are masked zeros). Rows go
+/// in pairs, so each weight row loaded serves two rows (the loop is bound by loads and stores,
+/// not arithmetic); each row's arithmetic is the same as alone.
 #[inline(always)]
 fn push<T: Real>(
     l: &SortedLayer<T>,
@@ -259,28 +261,80 @@ fn push<T: Real>(
     rows: usize,
 ) {
     let cols = l.cols;
-    let wrow = |j: usize, st: usize| &l.w[j * cols + st..(j + 1) * cols];
-    for r in 0..rows {
+    let mut r = 0;
+    while r + 2 <= rows {
+        let (a, b) = dst[r * cols..(r + 2) * cols].split_at_mut(cols);
+        let (sa, sb) = (&src[r * src_width..], &src[(r + 1) * src_width..]);
+        push_pair(l, [sa, sb], js.clone(), [a, b]);
+        r += 2;
+    }
+    if r < rows {
         let s = &src[r * src_width..(r + 1) * src_width];
-        let drow = &mut dst[r * cols..(r + 1) * cols];
-        let mut j = js.start;
-        while j + 4 <= js.end {
-            let st = l.start[j];
-            let h = [s[j], s[j + 1], s[j + 2], s[j + 3]];
-            if h != [T::zero(); 4] {
-                axpy4(
-                    &mut drow[st..],
-                    h,
-                    [wrow(j, st), wrow(j + 1, st), wrow(j + 2, st), wrow(j + 3, st)],
-                );
-            }
-            j += 4;
+        push_row(l, s, js, &mut dst[r * cols..(r + 1) * cols]);
+    }
+}
+
+#[inline(always)]
+fn push_pair<T: Real>(
+    l: &SortedLayer<T>,
+    s: [&[T]; 2],
+    js: std::ops::Range<usize>,
+    d: [&mut [T]; 2],
+) {
+    let cols = l.cols;
+    let wrow = |j: usize, st: usize| &l.w[j * cols + st..(j + 1) * cols];
+    let [d0, d1] = d;
+    let mut j = js.start;
+    while j + 4 <= js.end {
+        let st = l.start[j];
+        let h0 = [s[0][j], s[0][j + 1], s[0][j + 2], s[0][j + 3]];
+        let h1 = [s[1][j], s[1][j + 1], s[1][j + 2], s[1][j + 3]];
+        let w = [wrow(j, st), wrow(j + 1, st), wrow(j + 2, st), wrow(j + 3, st)];
+        // ReLU leaves many groups zero: skip them, pairing only when both rows have work.
+        let zero = [T::zero(); 4];
+        match (h0 == zero, h1 == zero) {
+            (false, false) => axpy4x2([&mut d0[st..], &mut d1[st..]], [h0, h1], w),
+            (false, true) => axpy4(&mut d0[st..], h0, w),
+            (true, false) => axpy4(&mut d1[st..], h1, w),
+            (true, true) => {}
         }
-        for (j, &h) in s.iter().enumerate().take(js.end).skip(j) {
-            if h != T::zero() {
-                axpy1(&mut drow[l.start[j]..], h, wrow(j, l.start[j]));
-            }
+        j += 4;
+    }
+    for j in j..js.end {
+        let st = l.start[j];
+        axpy1(&mut d0[st..], s[0][j], wrow(j, st));
+        axpy1(&mut d1[st..], s[1][j], wrow(j, st));
+    }
+}
+
+#[inline(always)]
+fn push_row<T: Real>(l: &SortedLayer<T>, s: &[T], js: std::ops::Range<usize>, drow: &mut [T]) {
+    let cols = l.cols;
+    let wrow = |j: usize, st: usize| &l.w[j * cols + st..(j + 1) * cols];
+    let mut j = js.start;
+    while j + 4 <= js.end {
+        let st = l.start[j];
+        let h = [s[j], s[j + 1], s[j + 2], s[j + 3]];
+        if h != [T::zero(); 4] {
+            let w = [wrow(j, st), wrow(j + 1, st), wrow(j + 2, st), wrow(j + 3, st)];
+            axpy4(&mut drow[st..], h, w);
         }
+        j += 4;
+    }
+    for j in j..js.end {
+        axpy1(&mut drow[l.start[j]..], s[j], wrow(j, l.start[j]));
+    }
+}
+
+#[inline(always)]
+fn axpy4x2<T: Real>(dst: [&mut [T]; 2], h: [[T; 4]; 2], w: [&[T]; 4]) {
+    let [d0, d1] = dst;
+    let n = d0.len();
+    let (d1, w0, w1, w2, w3) = (&mut d1[..n], &w[0][..n], &w[1][..n], &w[2][..n], &w[3][..n]);
+    let ([a0, a1, a2, a3], [b0, b1, b2, b3]) = (h[0], h[1]);
+    for c in 0..n {
+        d0[c] += a0 * w0[c] + a1 * w1[c] + a2 * w2[c] + a3 * w3[c];
+        d1[c] += b0 * w0[c] + b1 * w1[c] + b2 * w2[c] + b3 * w3[c];
     }
 }
 
