@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # flowspec against zuko / nflows / normflows, measured in one run on this machine.
 #
-#   bash bench/side_by_side.sh [--quick] [--configs C1,C3,C4] [--dtypes f32,f64] [--out DIR]
+#   bash bench/side_by_side.sh [--quick] [--configs C1,C2,C3,C4,C5] [--dtypes f32,f64] [--out DIR]
 #
 # 1. Creates .venv-torch (python3 -m venv; pip install torch zuko nflows normflows
 #    scikit-learn numpy: about 6 GB, a few minutes) unless it is there already.
 # 2. Builds the flowspec CLI (release) and runs `flowspec bench` for every line of
 #    bench/configs.tsv whose config is chosen, in f32 and f64 (interpreter and generated code).
-# 3. Runs bench/torch/bench_torch.py on the same configs and dtypes.
+# 3. Runs bench/torch/bench_torch.py on the same configs and dtypes, and for C2
+#    bench/torch/peak_mem.py (peak memory of a C2 training run, one process per library).
 # 4. Prints the ratios (bench/compare.py) and writes them to DIR/side_by_side.md
 #    (DIR defaults to bench/results/<date>).
 # --quick: fewer and shorter repeats on both sides, generated code only (a smoke test).
@@ -15,7 +16,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 ARGS="$*"
-QUICK=0; CONFIGS="C1,C3,C4"; DTYPES="f32,f64"; OUT=""
+QUICK=0; CONFIGS="C1,C2,C3,C4,C5"; DTYPES="f32,f64"; OUT=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -47,12 +48,13 @@ ENGINE=both
 if [ "$QUICK" = 1 ]; then FS_ARGS=(--repeats 3 --target-secs 0.1); ENGINE=generated; fi
 : > "$OUT/flowspec.jsonl"
 for dt in ${DTYPES//,/ }; do
-    while IFS=$'\t' read -r cfg spec batch what; do
+    while IFS=$'\t' read -r cfg spec batch what flow; do
         case "$cfg" in ''|'#'*) continue ;; esac
-        [[ ",$CONFIGS," == *",$cfg,"* ]] || continue
-        echo "== flowspec bench $cfg $spec --batch $batch --dtype $dt --what $what"
-        "$FS" bench "$spec" --batch "$batch" --dtype "$dt" --what "$what" --engine "$ENGINE" \
-            "${FS_ARGS[@]}" --json > "$OUT/one.json"
+        [[ ",$CONFIGS," == *",${cfg%%-*},"* ]] || continue
+        FLOW=(); if [ -n "${flow:-}" ] && [ "$flow" != - ]; then FLOW=(--flow "$flow"); fi
+        echo "== flowspec bench $cfg $spec ${FLOW[*]} --batch $batch --dtype $dt --what $what"
+        "$FS" bench "$spec" "${FLOW[@]}" --batch "$batch" --dtype "$dt" --what "$what" \
+            --engine "$ENGINE" "${FS_ARGS[@]}" --json > "$OUT/one.json"
         "$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); r["config"]=sys.argv[2]; print(json.dumps(r))' \
             "$OUT/one.json" "$cfg" >> "$OUT/flowspec.jsonl"
     done < bench/configs.tsv
@@ -65,6 +67,12 @@ TQ=(); if [ "$QUICK" = 1 ]; then TQ=(--quick); fi
 echo "== bench_torch.py --configs $CONFIGS --dtypes $TD"
 BENCH_MAX_WAIT="${BENCH_MAX_WAIT:-3}" "$PY" bench/torch/bench_torch.py --configs "$CONFIGS" \
     --dtypes "$TD" --passes 1 "${TQ[@]}" --out "$OUT/torch_bench"
+echo '[]' > "$OUT/torch_peak_mem.json"
+if [[ ",$CONFIGS," == *",C2,"* ]]; then
+    echo "== peak_mem.py (C2 training, one process per library)"
+    STEPS=50; if [ "$QUICK" = 1 ]; then STEPS=3; fi
+    "$PY" bench/torch/peak_mem.py --dtypes "$TD" --steps "$STEPS" --out "$OUT/torch_peak_mem.json"
+fi
 
 # 4. Ratios.
 {
@@ -72,6 +80,7 @@ BENCH_MAX_WAIT="${BENCH_MAX_WAIT:-3}" "$PY" bench/torch/bench_torch.py --configs
     echo "Command: \`bash bench/side_by_side.sh $ARGS\` (flowspec $(git rev-parse --short HEAD 2>/dev/null || echo '?'))."
     echo
 } > "$OUT/side_by_side.md"
-"$PY" bench/compare.py "$OUT/flowspec.jsonl" "$OUT/torch_bench.json" "$OUT/table.md"
+"$PY" bench/compare.py "$OUT/flowspec.jsonl" "$OUT/torch_bench.json" "$OUT/table.md" \
+    "$OUT/torch_peak_mem.json"
 cat "$OUT/table.md" >> "$OUT/side_by_side.md"
 echo "== wrote $OUT/side_by_side.md"

@@ -102,11 +102,33 @@ fn textbook_examples() {
     check(ExpOfUniform::new(0), 0.0);
 }
 
+/// Flows above this many parameters (the digits-size MAF/IAF flows, 576,640 each) get fewer
+/// finite-difference probes in the default run: a probe of one of them costs milliseconds,
+/// and their layer kinds are checked parameter by parameter in small flows above.
+const LARGE: usize = 100_000;
+
 /// Every flow of every spec file, including ones added later and f32 ones, run through the
 /// interpreter in f64 (the interpreter takes any IR; `interp_agrees` ties it to the generated
-/// code). Large flows check every k-th parameter here; the tests above check all of them.
+/// code). Flows check about 400 evenly spaced parameters, large ones about 60; the tests above
+/// check every parameter of the small flows, and `large_flows_dense` 2,000 of the large ones.
 #[test]
 fn every_spec_through_the_interpreter_in_f64() {
+    let seen = verify_spec_flows(|n| if n > LARGE { 60 } else { 400 });
+    assert!(seen >= 4, "found only {seen} flows in specs/");
+}
+
+/// The large flows with 2,000 probed parameters each (about 10 minutes on 2 cores):
+/// `cargo test -p flowspec-tests --test numerics_specs -- --ignored`.
+#[test]
+#[ignore]
+fn large_flows_dense() {
+    let seen = verify_spec_flows(|n| if n > LARGE { 2_000 } else { 0 });
+    assert!(seen >= 3, "found only {seen} large flows in specs/");
+}
+
+/// Verifies every flow of every spec file with `probes(num_params)` parameters probed
+/// (flows given 0 are skipped); returns how many flows were verified.
+fn verify_spec_flows(probes: impl Fn(usize) -> usize) -> usize {
     let dir = format!("{}/../specs", env!("CARGO_MANIFEST_DIR"));
     let mut seen = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
@@ -118,6 +140,10 @@ fn every_spec_through_the_interpreter_in_f64() {
         let program =
             flowspec::compile(&src).unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
         for ir in &program.flows {
+            let k = probes(ir.num_params());
+            if k == 0 {
+                continue;
+            }
             let mut flow = flowspec::interp::Interp::<f64>::new(ir, 1);
             verify::perturb(&mut flow, 0.02, 13);
             // The flow's own samples lie in its support (logit, log and uniform layers and
@@ -125,8 +151,7 @@ fn every_spec_through_the_interpreter_in_f64() {
             let mut rng = flowspec_runtime::rng_from_seed(11);
             flow.data_init(flow.sample(64, &mut rng).view());
             let x = flow.sample(6, &mut rng);
-            let stride = (ir.num_params() / 400).max(1);
-            let r = verify::verify(&mut flow, x.view(), stride);
+            let r = verify::verify(&mut flow, x.view(), (ir.num_params() / k).max(1));
             let ok = r.roundtrip < 1e-10
                 && r.logdet_consistency < 1e-10
                 && r.logdet_vs_jacobian < 1e-6
@@ -137,7 +162,7 @@ fn every_spec_through_the_interpreter_in_f64() {
             seen += 1;
         }
     }
-    assert!(seen >= 4, "found only {seen} flows in specs/");
+    seen
 }
 
 /// Every spec file is compiled through `flow!` in `tests/lib.rs` (and so snapshotted and
