@@ -182,9 +182,10 @@ pub const PAR_MIN_ROWS: usize = 1024;
 /// activations are still in cache when the next layer reads them.
 pub const TILE_ROWS: usize = 256;
 
-/// How many row blocks (threads) a batch of `n` rows gets: 1 or 2.
+/// How many row blocks (threads) a batch of `n` rows gets: 1 or 2. Always 1 inside a part
+/// of a batch that [`crate::par::map_rows`] already split (no nested fork-joins).
 pub fn row_parts(n: usize) -> usize {
-    if n >= PAR_MIN_ROWS && rayon::current_num_threads() > 1 {
+    if n >= PAR_MIN_ROWS && rayon::current_num_threads() > 1 && crate::par::may_split() {
         2
     } else {
         1

@@ -29,12 +29,14 @@ pub mod io;
 pub mod layers;
 pub mod nn;
 pub mod optim;
+pub mod par;
 pub mod params;
 pub mod real;
 pub mod reverse_kl;
 pub mod train;
 pub mod transform;
 pub mod verify;
+pub mod vmath;
 
 pub use error::{DataError, IoError, TrainError};
 pub use flow::Flow;
@@ -58,6 +60,7 @@ pub mod __private {
     pub use crate::flow::{Flow, ParamSpec};
     pub use crate::layers;
     pub use crate::nn;
+    pub use crate::par;
     pub use crate::params::{ParamVec, Params};
     pub use crate::real::Real;
     pub use crate::transform;

@@ -395,12 +395,19 @@ pub(crate) fn standard_slice_mut<T: Clone, D: Dimension>(a: &mut Array<T, D>) ->
     a.as_slice_mut().unwrap_or(&mut [])
 }
 
-/// Makes `buf` an `n x m` matrix, reallocating only if its shape differs. The contents are
+/// Makes `buf` an `n x m` matrix, reallocating only if it never held `n * m` elements (row
+/// tiles of a batch differ by a row, and must not reallocate every tile). The contents are
 /// unspecified afterwards.
 pub(crate) fn resize<T: Real>(buf: &mut Array2<T>, n: usize, m: usize) {
-    if buf.dim() != (n, m) {
-        *buf = Array2::zeros((n, m));
+    if buf.dim() == (n, m) {
+        return;
     }
+    let (mut v, offset) = std::mem::take(buf).into_raw_vec_and_offset();
+    if offset.unwrap_or(0) != 0 {
+        v.clear(); // a caller-made array starting inside its buffer: not worth reusing
+    }
+    v.resize(n * m, T::zero());
+    *buf = Array2::from_shape_vec((n, m), v).expect("resize: n * m elements");
 }
 
 /// Makes `bufs` one `n x w` matrix per width, reallocating only those whose shape differs.

@@ -130,13 +130,15 @@ fn gen_run(cx: &Ctx) -> TokenStream {
         let step = l.gen_inverse(cx, i);
         quote!(#pre #step)
     });
+    let (h, ld) =
+        (quote!(__rt::ndarray::ArrayViewMut2<#t>), quote!(__rt::ndarray::ArrayViewMut1<#t>));
     quote! {
-        #[allow(unused_variables)]
-        fn __run_inverse(&self, __h: &mut __rt::ndarray::Array2<#t>, __ld: &mut __rt::ndarray::Array1<#t>, __s: &mut __Scratch) {
+        #[allow(unused_variables, unused_mut)]
+        fn __run_inverse(&self, mut __h: #h, mut __ld: #ld, __s: &mut __Scratch) {
             #(#inv)*
         }
-        #[allow(unused_variables)]
-        fn __run_forward(&self, __h: &mut __rt::ndarray::Array2<#t>, __ld: &mut __rt::ndarray::Array1<#t>, __s: &mut __Scratch) {
+        #[allow(unused_variables, unused_mut)]
+        fn __run_forward(&self, mut __h: #h, mut __ld: #ld, __s: &mut __Scratch) {
             #(#fwd)*
         }
         /// Data-dependent initialisation: each actnorm layer is set so that its output on `x`
@@ -196,7 +198,10 @@ fn gen_batch(cx: &Ctx) -> TokenStream {
             Self::__check_width(x.ncols());
             let mut __h = x.to_owned();
             let mut __ld = __rt::ndarray::Array1::<#t>::zeros(x.nrows());
-            __with_scratch(|__s| self.__run_inverse(&mut __h, &mut __ld, __s));
+            // Rows are independent: large batches run on two threads, in row tiles.
+            __rt::par::map_rows(__h.view_mut(), __ld.view_mut(), || (), |_, __h, __ld| {
+                __with_scratch(|__s| self.__run_inverse(__h, __ld, __s))
+            });
             #gather
             (__z, __ld)
         }
@@ -205,7 +210,9 @@ fn gen_batch(cx: &Ctx) -> TokenStream {
             Self::__check_width(z.ncols());
             #scatter
             let mut __ld = __rt::ndarray::Array1::<#t>::zeros(z.nrows());
-            __with_scratch(|__s| self.__run_forward(&mut __h, &mut __ld, __s));
+            __rt::par::map_rows(__h.view_mut(), __ld.view_mut(), || (), |_, __h, __ld| {
+                __with_scratch(|__s| self.__run_forward(__h, __ld, __s))
+            });
             (__h, __ld)
         }
         /// The base distribution's log-density of each row of `z`.

@@ -10,7 +10,7 @@ use crate::ir::{self, LayerKind};
 use flowspec_runtime::layers::{self, ActNorm, Made};
 use flowspec_runtime::nn::{self, Mlp};
 use flowspec_runtime::transform::ElementParams;
-use flowspec_runtime::{rng_from_seed, Flow, Real};
+use flowspec_runtime::{par, rng_from_seed, Flow, Real};
 use library::{BaseP, LinearP};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
 use step::{Dir, Scratch};
@@ -130,43 +130,52 @@ impl<T: Real> Interp<T> {
         }
     }
 
-    /// Runs every executed layer in the normalizing direction on physical columns, in place.
-    /// With `inputs`, each layer's input is recorded first (for the backward pass).
-    fn run_inverse(
+    /// Runs every executed layer on physical columns, in place: in spec order for `Inverse`,
+    /// reversed for `Forward`. Rows are independent, so a large batch runs on two threads in
+    /// row tiles, each part through all layers ([`par::map_rows`]).
+    fn run_rows(&self, dir: Dir, h: &mut Array2<T>, ld: &mut Array1<T>) {
+        par::map_rows(h.view_mut(), ld.view_mut(), Scratch::default, |s, mut h, mut ld| {
+            let mut one = |e: &Exec<T>| e.step.run(dir, h.view_mut(), ld.view_mut(), s);
+            match dir {
+                Dir::Inverse => self.execs.iter().for_each(&mut one),
+                Dir::Forward => self.execs.iter().rev().for_each(&mut one),
+            }
+        });
+    }
+
+    /// [`Interp::run_rows`] in the normalizing direction, recording each layer's input first
+    /// (for the backward pass).
+    fn run_inverse_recorded(
         &self,
         h: &mut Array2<T>,
         ld: &mut Array1<T>,
-        mut inputs: Option<&mut Vec<Array2<T>>>,
+        inputs: &mut Vec<Array2<T>>,
     ) {
         let mut s = Scratch::default();
         for e in &self.execs {
-            if let Some(inputs) = inputs.as_deref_mut() {
-                inputs.push(h.clone());
-            }
-            e.step.run(Dir::Inverse, h, ld, &mut s);
+            inputs.push(h.clone());
+            e.step.run(Dir::Inverse, h.view_mut(), ld.view_mut(), &mut s);
         }
     }
 
-    /// The generative direction from logical `z`; with `inputs`, each layer's input is
-    /// recorded (in the order the layers run: last spec layer first).
-    fn run_forward(
-        &self,
-        z: ArrayView2<T>,
-        mut inputs: Option<&mut Vec<Array2<T>>>,
-    ) -> (Array2<T>, Array1<T>) {
+    /// Physical columns from logical `z`: `h[:, z_cols[i]] = z[:, i]`.
+    fn scatter(&self, z: ArrayView2<T>) -> Array2<T> {
         let mut h = Array2::zeros(z.raw_dim());
         for (i, &c) in self.z_cols.iter().enumerate() {
             h.column_mut(c).assign(&z.column(i));
         }
-        let mut ld = Array1::zeros(z.nrows());
+        h
+    }
+
+    /// The generative direction from logical `z`, recording each layer's input (in the order
+    /// the layers run: last spec layer first).
+    fn run_forward_recorded(&self, z: ArrayView2<T>, inputs: &mut Vec<Array2<T>>) {
+        let (mut h, mut ld) = (self.scatter(z), Array1::zeros(z.nrows()));
         let mut s = Scratch::default();
         for e in self.execs.iter().rev() {
-            if let Some(inputs) = inputs.as_deref_mut() {
-                inputs.push(h.clone());
-            }
-            e.step.run(Dir::Forward, &mut h, &mut ld, &mut s);
+            inputs.push(h.clone());
+            e.step.run(Dir::Forward, h.view_mut(), ld.view_mut(), &mut s);
         }
-        (h, ld)
     }
 
     /// A zeroed gradient accumulator for the base's parameters.
@@ -213,7 +222,7 @@ impl<T: Real> Interp<T> {
         let mut h = x.to_owned();
         let mut ld = Array1::zeros(n);
         let mut inputs = Vec::with_capacity(self.execs.len());
-        self.run_inverse(&mut h, &mut ld, Some(&mut inputs));
+        self.run_inverse_recorded(&mut h, &mut ld, &mut inputs);
         // The base reads z in place through z_cols, as generated code does.
         let lp = self.base.log_prob(&self.z_cols, h.view()) + &ld;
         let loss = -lp.sum() * inv_n;
@@ -292,12 +301,14 @@ impl<T: Real> Flow for Interp<T> {
     fn inverse(&self, x: ArrayView2<T>) -> (Array2<T>, Array1<T>) {
         let mut h = x.to_owned();
         let mut ld = Array1::zeros(x.nrows());
-        self.run_inverse(&mut h, &mut ld, None);
+        self.run_rows(Dir::Inverse, &mut h, &mut ld);
         (self.gather(&h), ld)
     }
 
     fn forward(&self, z: ArrayView2<T>) -> (Array2<T>, Array1<T>) {
-        self.run_forward(z, None)
+        let (mut h, mut ld) = (self.scatter(z), Array1::zeros(z.nrows()));
+        self.run_rows(Dir::Forward, &mut h, &mut ld);
+        (h, ld)
     }
 
     fn base_log_prob(&self, z: ArrayView2<T>) -> Array1<T> {
@@ -329,7 +340,7 @@ impl<T: Real> Flow for Interp<T> {
         gld: ArrayView1<T>,
     ) -> (Vec<T>, Array2<T>) {
         let mut inputs = Vec::with_capacity(self.execs.len());
-        self.run_forward(z, Some(&mut inputs));
+        self.run_forward_recorded(z, &mut inputs);
         let (mut g, dld) = (gx.to_owned(), gld.to_owned());
         let mut grads = self.zero_grads();
         let mut s = Scratch::default();
@@ -350,7 +361,7 @@ impl<T: Real> Flow for Interp<T> {
                 layers::actnorm_data_init(p, cols, h.view());
                 library::apply_fixed(p, &e.fixed);
             }
-            e.step.run(Dir::Inverse, &mut h, &mut ld, &mut s);
+            e.step.run(Dir::Inverse, h.view_mut(), ld.view_mut(), &mut s);
         }
     }
 }

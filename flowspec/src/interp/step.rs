@@ -7,7 +7,7 @@ use flowspec_runtime::layers::{self, ArScratch, CouplingScratch};
 use flowspec_runtime::params::Params;
 use flowspec_runtime::transform as tf;
 use flowspec_runtime::Real;
-use ndarray::{Array1, Array2};
+use ndarray::{Array1, Array2, ArrayViewMut1, ArrayViewMut2};
 
 /// The buffers the steps share (one interpreted flow runs its layers one after another).
 #[derive(Default)]
@@ -27,8 +27,7 @@ pub enum Dir {
 
 impl<T: Real> Step<T> {
     /// Applies the step in direction `dir`, in place, adding its log-determinant.
-    pub fn run(&self, dir: Dir, h: &mut Array2<T>, ld: &mut Array1<T>, s: &mut Scratch<T>) {
-        let (x, ld) = (h.view_mut(), ld.view_mut());
+    pub fn run(&self, dir: Dir, x: ArrayViewMut2<T>, ld: ArrayViewMut1<T>, s: &mut Scratch<T>) {
         let (sc, inv) = (&mut s.coupling, dir == Dir::Inverse);
         match self {
             Step::Affine { net, cond, trans, bound } if inv => {

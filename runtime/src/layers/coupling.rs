@@ -20,6 +20,8 @@ pub struct CouplingScratch<T> {
     pub dout: Array2<T>,
     /// The gradient with respect to the conditioner's input.
     pub dxc: Array2<T>,
+    /// One column of scales `exp(+-s)`, computed for all rows in one vectorised pass.
+    pub scale: Vec<T>,
 }
 
 /// zuko's soft clamp of a raw log-scale, `a / (1 + |a| / bound)`, and the factor
@@ -79,23 +81,12 @@ pub fn affine_coupling_inverse<T: Real>(
     cond: &[usize],
     trans: &[usize],
     bound: T,
-    mut x: ArrayViewMut2<T>,
+    x: ArrayViewMut2<T>,
     ld: ArrayViewMut1<T>,
     s: &mut CouplingScratch<T>,
 ) {
     condition(net, cond, x.view(), s);
-    let t = trans.len();
-    Zip::from(x.rows_mut()).and(net_out(&s.net, &s.xc).rows()).and(ld).for_each(
-        |mut row, o, ld| {
-            let mut acc = T::zero();
-            for (k, &c) in trans.iter().enumerate() {
-                let (sk, _) = soft_clamp(o[t + k], bound);
-                row[c] = row[c] * sk.exp() + o[k];
-                acc += sk;
-            }
-            *ld += acc;
-        },
-    );
+    affine_apply(net_out(&s.net, &s.xc), trans, bound, true, x, ld, &mut s.scale);
 }
 
 /// Affine coupling, generative direction: `x = (z - b) * exp(-s)`, `ld += -sum_k s_k`.
@@ -104,23 +95,43 @@ pub fn affine_coupling_forward<T: Real>(
     cond: &[usize],
     trans: &[usize],
     bound: T,
-    mut x: ArrayViewMut2<T>,
+    x: ArrayViewMut2<T>,
     ld: ArrayViewMut1<T>,
     s: &mut CouplingScratch<T>,
 ) {
     condition(net, cond, x.view(), s);
+    affine_apply(net_out(&s.net, &s.xc), trans, bound, false, x, ld, &mut s.scale);
+}
+
+/// Both directions of the affine map, given the conditioner's output `o`, one transformed
+/// column at a time: the clamped log-scales of all rows (added to `ld`, negated for the
+/// generative direction), their exponentials in one vectorised pass, then the update.
+fn affine_apply<T: Real>(
+    o: ArrayView2<T>,
+    trans: &[usize],
+    bound: T,
+    inverse: bool,
+    mut x: ArrayViewMut2<T>,
+    mut ld: ArrayViewMut1<T>,
+    scale: &mut Vec<T>,
+) {
     let t = trans.len();
-    Zip::from(x.rows_mut()).and(net_out(&s.net, &s.xc).rows()).and(ld).for_each(
-        |mut row, o, ld| {
-            let mut acc = T::zero();
-            for (k, &c) in trans.iter().enumerate() {
-                let (sk, _) = soft_clamp(o[t + k], bound);
-                row[c] = (row[c] - o[k]) * (-sk).exp();
-                acc += sk;
-            }
-            *ld -= acc;
-        },
-    );
+    scale.resize(x.nrows(), T::zero());
+    for (k, &c) in trans.iter().enumerate() {
+        Zip::from(&mut scale[..]).and(o.column(t + k)).and(&mut ld).for_each(|e, &a, ld| {
+            let (sk, _) = soft_clamp(a, bound);
+            let sk = if inverse { sk } else { -sk };
+            *ld += sk;
+            *e = sk;
+        });
+        crate::vmath::exp_in_place(scale);
+        let (b, col) = (o.column(k), x.column_mut(c));
+        if inverse {
+            Zip::from(col).and(&scale[..]).and(b).for_each(|x, &e, &b| *x = *x * e + b);
+        } else {
+            Zip::from(col).and(&scale[..]).and(b).for_each(|x, &e, &b| *x = (*x - b) * e);
+        }
+    }
 }
 
 /// Backward pass of [`affine_coupling_inverse`]. `x_in` is the layer's input (n x D); `g`

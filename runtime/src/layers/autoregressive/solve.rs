@@ -134,7 +134,7 @@ pub(crate) fn solve_rows<T: Real, Tr: Transformer<T>>(
     // threshold as the MLP's products), each half row for row as the serial solve does, so the
     // result is bit-identical.
     let n = x.nrows();
-    if n < PARALLEL_ROWS {
+    if crate::gemm::row_parts(n) == 1 {
         return solve_serial(tr, plan, tile, cols, x, ld);
     }
     let (x1, x2) = x.split_at(ndarray::Axis(0), n / 2);
@@ -145,9 +145,6 @@ pub(crate) fn solve_rows<T: Real, Tr: Transformer<T>>(
         || solve_serial(tr, plan, &mut other, cols, x2, l2),
     );
 }
-
-/// Batches at least this large use both threads.
-pub(crate) const PARALLEL_ROWS: usize = 1024;
 
 fn solve_serial<T: Real, Tr: Transformer<T>>(
     tr: &Tr,
