@@ -8,6 +8,7 @@
 use crate::nn::{resize, Mlp, MlpScratch};
 use crate::real::Real;
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Zip};
+use std::ops::{Index, IndexMut};
 
 /// Buffers of a coupling layer, reused across calls.
 #[derive(Clone, Debug, Default)]
@@ -25,7 +26,7 @@ pub struct CouplingScratch<T> {
 /// zuko's soft clamp of a raw log-scale, `a / (1 + |a| / bound)`, and the factor
 /// `1 + |a| / bound` (its derivative is the inverse square of that factor).
 #[inline]
-fn soft_clamp<T: Real>(a: T, bound: T) -> (T, T) {
+pub(crate) fn soft_clamp<T: Real>(a: T, bound: T) -> (T, T) {
     let r = T::one() + a.abs() / bound;
     (a / r, r)
 }
@@ -84,18 +85,39 @@ pub fn affine_coupling_inverse<T: Real>(
     s: &mut CouplingScratch<T>,
 ) {
     condition(net, cond, x.view(), s);
+    Zip::from(x.rows_mut())
+        .and(net_out(&s.net, &s.xc).rows())
+        .and(ld)
+        .for_each(|mut row, o, ld| *ld += affine_row(trans, bound, true, &mut row, &o));
+}
+
+/// One row of [`affine_coupling_inverse`] (`normalize`) or [`affine_coupling_forward`] given
+/// the conditioner's output `o`; returns the row's log-det. Shared with the per-row kernels,
+/// so both compute the same values.
+#[inline(always)]
+pub(crate) fn affine_row<
+    T: Real,
+    R: IndexMut<usize, Output = T> + ?Sized,
+    O: Index<usize, Output = T> + ?Sized,
+>(
+    trans: &[usize],
+    bound: T,
+    normalize: bool,
+    row: &mut R,
+    o: &O,
+) -> T {
     let t = trans.len();
-    Zip::from(x.rows_mut()).and(net_out(&s.net, &s.xc).rows()).and(ld).for_each(
-        |mut row, o, ld| {
-            let mut acc = T::zero();
-            for (k, &c) in trans.iter().enumerate() {
-                let (sk, _) = soft_clamp(o[t + k], bound);
-                row[c] = row[c] * sk.exp() + o[k];
-                acc += sk;
-            }
-            *ld += acc;
-        },
-    );
+    let mut acc = T::zero();
+    for (k, &c) in trans.iter().enumerate() {
+        let (sk, _) = soft_clamp(o[t + k], bound);
+        row[c] = if normalize { row[c] * sk.exp() + o[k] } else { (row[c] - o[k]) * (-sk).exp() };
+        acc += sk;
+    }
+    if normalize {
+        acc
+    } else {
+        -acc
+    }
 }
 
 /// Affine coupling, generative direction: `x = (z - b) * exp(-s)`, `ld += -sum_k s_k`.
@@ -109,18 +131,10 @@ pub fn affine_coupling_forward<T: Real>(
     s: &mut CouplingScratch<T>,
 ) {
     condition(net, cond, x.view(), s);
-    let t = trans.len();
-    Zip::from(x.rows_mut()).and(net_out(&s.net, &s.xc).rows()).and(ld).for_each(
-        |mut row, o, ld| {
-            let mut acc = T::zero();
-            for (k, &c) in trans.iter().enumerate() {
-                let (sk, _) = soft_clamp(o[t + k], bound);
-                row[c] = (row[c] - o[k]) * (-sk).exp();
-                acc += sk;
-            }
-            *ld -= acc;
-        },
-    );
+    Zip::from(x.rows_mut())
+        .and(net_out(&s.net, &s.xc).rows())
+        .and(ld)
+        .for_each(|mut row, o, ld| *ld += affine_row(trans, bound, false, &mut row, &o));
 }
 
 /// Backward pass of [`affine_coupling_inverse`]. `x_in` is the layer's input (n x D); `g`
@@ -239,11 +253,26 @@ fn additive_shift<T: Real>(
 ) {
     debug_assert_eq!(x.nrows(), ld.len(), "additive coupling: ld length");
     condition(net, cond, x.view(), s);
-    Zip::from(x.rows_mut()).and(net_out(&s.net, &s.xc).rows()).for_each(|mut row, o| {
-        for (&b, &c) in o.iter().zip(trans) {
-            row[c] += sign * b;
-        }
-    });
+    Zip::from(x.rows_mut())
+        .and(net_out(&s.net, &s.xc).rows())
+        .for_each(|mut row, o| shift_row(trans, sign, &mut row, &o));
+}
+
+/// One row of an additive coupling: adds `sign * o[k]` to column `trans[k]`.
+#[inline(always)]
+pub(crate) fn shift_row<
+    T: Real,
+    R: IndexMut<usize, Output = T> + ?Sized,
+    O: Index<usize, Output = T> + ?Sized,
+>(
+    trans: &[usize],
+    sign: T,
+    row: &mut R,
+    o: &O,
+) {
+    for (k, &c) in trans.iter().enumerate() {
+        row[c] += sign * o[k];
+    }
 }
 
 /// Backward pass of [`additive_coupling_inverse`]; arguments as in
