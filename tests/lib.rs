@@ -18,6 +18,33 @@ pub mod specs {
     flowspec_macros::flow!(file = "../specs/distill_moons.flow");
 }
 
+/// C1 and C3 in f32, for the benches and the per-sample tests (the specs declare f64).
+pub mod f32_variants {
+    flowspec_macros::flow! {
+        /// C1 in f32: `specs/realnvp_moons.flow` with `dtype f32`.
+        flow RealNvpMoons32 {
+            event [2];
+            dtype f32;
+            base normal;
+            repeat 4 {
+                affine_coupling(mask = alternate, net = mlp([64, 64], relu));
+                affine_coupling(mask = alternate_flip, net = mlp([64, 64], relu));
+            }
+        }
+
+        /// C3 in f32: `specs/nsf_moons.flow` with `dtype f32`.
+        flow NsfMoons32 {
+            event [2];
+            dtype f32;
+            base normal;
+            repeat 2 {
+                spline_coupling(mask = alternate, net = mlp([64, 64], relu), bins = 8, bound = 5);
+                spline_coupling(mask = alternate_flip, net = mlp([64, 64], relu), bins = 8, bound = 5);
+            }
+        }
+    }
+}
+
 /// The spec files `specs` above includes (paths relative to the workspace root).
 pub const SPEC_FILES: &[&str] = &[
     "specs/realnvp_moons.flow",

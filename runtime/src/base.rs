@@ -28,9 +28,19 @@ pub(crate) const HALF_LN_2PI: f64 = 0.918_938_533_204_672_8;
 
 /// log N(z; 0, I) of every row: the sum over columns of `-z^2/2 - ln(2 pi)/2`.
 pub fn std_normal_log_prob<T: Real>(z: ArrayView2<T>) -> Array1<T> {
-    let half = T::of(0.5);
-    let norm = T::of(0.5 * (2.0 * std::f64::consts::PI).ln() * z.ncols() as f64);
-    z.rows().into_iter().map(|row| -half * row.iter().map(|&v| v * v).sum::<T>() - norm).collect()
+    z.rows().into_iter().map(|row| std_normal_lp(row.iter().copied(), row.len())).collect()
+}
+
+/// [`std_normal_log_prob`] of one point (the per-sample API).
+pub fn std_normal_log_prob_row<T: Real>(z: &[T]) -> T {
+    std_normal_lp(z.iter().copied(), z.len())
+}
+
+/// `-|z|^2 / 2 - d ln(2 pi) / 2` of the `d` values of one point.
+#[inline(always)]
+fn std_normal_lp<T: Real>(z: impl Iterator<Item = T>, d: usize) -> T {
+    let norm = T::of(0.5 * (2.0 * std::f64::consts::PI).ln() * d as f64);
+    -T::of(0.5) * z.map(|v| v * v).sum::<T>() - norm
 }
 
 /// `g = scale * dNLL/dz = scale * z` (overwrites `g`; `scale` is usually `1/n` for a mean NLL).

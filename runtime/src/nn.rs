@@ -11,6 +11,9 @@ use ndarray::{
 };
 use rand::RngExt;
 
+mod row;
+pub use row::RowScratch;
+
 /// The nonlinearity applied after every layer but the last.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Activation {

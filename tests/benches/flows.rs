@@ -1,7 +1,7 @@
 //! criterion benchmarks of the generated code on the benchmark configurations of issue 5
 //! (`docs/performance.md`): C1 = `specs/realnvp_moons.flow`, C3 = `specs/nsf_moons.flow`,
 //! C4 = C1's training step at batch 16, 256 and 4096, and C1's per-sample `log_prob_one`;
-//! each in f64 (the specs as they are) and f32 (the same specs, inline below).
+//! each in f64 (the specs as they are) and f32 (the same specs, `flowspec_tests::f32_variants`).
 //!
 //! `cargo bench -p flowspec-tests --bench flows` (all), or with a filter, e.g. `-- C1/f32`.
 //! A training step is what `flowspec bench` and the PyTorch side time: mean NLL, backward
@@ -10,35 +10,12 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use flowspec_runtime::optim::Adam;
 use flowspec_runtime::{data, rng_from_seed, Flow, Real};
+use flowspec_tests::f32_variants::{NsfMoons32, RealNvpMoons32};
 use flowspec_tests::specs::{NsfMoons, RealNvpMoons};
 use ndarray::{Array2, Axis};
 use rand::RngExt;
 use std::hint::black_box;
 use std::time::Duration;
-
-flowspec_macros::flow! {
-    /// C1 in f32: `specs/realnvp_moons.flow` with `dtype f32`.
-    flow RealNvpMoons32 {
-        event [2];
-        dtype f32;
-        base normal;
-        repeat 4 {
-            affine_coupling(mask = alternate, net = mlp([64, 64], relu));
-            affine_coupling(mask = alternate_flip, net = mlp([64, 64], relu));
-        }
-    }
-
-    /// C3 in f32: `specs/nsf_moons.flow` with `dtype f32`.
-    flow NsfMoons32 {
-        event [2];
-        dtype f32;
-        base normal;
-        repeat 2 {
-            spline_coupling(mask = alternate, net = mlp([64, 64], relu), bins = 8, bound = 5);
-            spline_coupling(mask = alternate_flip, net = mlp([64, 64], relu), bins = 8, bound = 5);
-        }
-    }
-}
 
 const N_EVAL: usize = 10_000;
 

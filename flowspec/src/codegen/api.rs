@@ -1,5 +1,6 @@
-//! The generated struct's methods: constructors, both directions (batch and per-sample), the
-//! backward pass, data-dependent initialisation, weights I/O, and the `Flow` impl.
+//! The generated struct's methods: constructors, both directions over batches (the per-sample
+//! ones are in `per_sample.rs`), the backward pass, data-dependent initialisation, weights I/O,
+//! and the `Flow` impl.
 
 use super::{field, lit, param_layers, Ctx, LayerGen};
 use crate::ir::{self, LayerKind};
@@ -16,7 +17,7 @@ pub fn gen_inherent(cx: &Ctx) -> TokenStream {
     let ctors = gen_ctors(cx);
     let run = gen_run(cx);
     let batch = gen_batch(cx);
-    let one = gen_per_sample(cx);
+    let one = super::per_sample::gen_per_sample(cx);
     let backward = super::backward::gen_backward(cx);
     let visit = gen_visit(cx);
     let fix = super::fixed::gen_fix(cx);
@@ -57,7 +58,8 @@ pub fn gen_inherent(cx: &Ctx) -> TokenStream {
 }
 
 /// One scratch buffer per coupling layer (so no layer reallocates another's buffers), the
-/// backward pass's stored inputs and its gradient accumulator. One per thread and flow type,
+/// backward pass's stored inputs and its gradient accumulator, and the per-sample path's row
+/// buffers. One per thread and flow type,
 /// reused across calls: once warm, a call of the same batch size allocates nothing per layer.
 fn gen_scratch(cx: &Ctx) -> TokenStream {
     let t = &cx.t;
@@ -72,6 +74,7 @@ fn gen_scratch(cx: &Ctx) -> TokenStream {
         struct __Scratch {
             #(#fields)*
             __inputs: __rt::ndarray::Array3<#t>,
+            __row: __rt::nn::RowScratch<#t>,
             __grad: ::core::option::Option<#name>,
         }
         ::std::thread_local! {
@@ -181,7 +184,7 @@ fn scatter(cx: &Ctx) -> TokenStream {
     }
 }
 
-fn is_identity(cols: &[usize]) -> bool {
+pub(super) fn is_identity(cols: &[usize]) -> bool {
     cols.iter().enumerate().all(|(i, &c)| i == c)
 }
 
@@ -239,39 +242,6 @@ fn gen_batch(cx: &Ctx) -> TokenStream {
             let __lpz = self.base_log_prob(__z.view());
             let (__x, __ld) = self.forward(__z.view());
             (__x, __lpz - &__ld)
-        }
-    }
-}
-
-/// `[T; D]` methods: a batch of one row, so a wrong width is a type error in the user's crate.
-fn gen_per_sample(cx: &Ctx) -> TokenStream {
-    let (t, d) = (&cx.t, lit(cx.flow.dim));
-    quote! {
-        fn __row(x: &[#t; #d]) -> __rt::ndarray::ArrayView2<'_, #t> {
-            __rt::ndarray::ArrayView2::from_shape((1, #d), &x[..]).expect("one row of DIM values")
-        }
-        fn __to_array(row: __rt::ndarray::ArrayView1<#t>) -> [#t; #d] {
-            let mut __out = [<#t as ::core::default::Default>::default(); #d];
-            for (__o, __v) in __out.iter_mut().zip(row.iter()) { *__o = *__v; }
-            __out
-        }
-        /// log p(x) of one point.
-        pub fn log_prob_one(&self, x: &[#t; #d]) -> #t {
-            self.log_prob(Self::__row(x))[0]
-        }
-        /// One point to the base, with log|det dz/dx|.
-        pub fn inverse_one(&self, x: &[#t; #d]) -> ([#t; #d], #t) {
-            let (__z, __ld) = self.inverse(Self::__row(x));
-            (Self::__to_array(__z.row(0)), __ld[0])
-        }
-        /// One base point to data space, with log|det dx/dz|.
-        pub fn forward_one(&self, z: &[#t; #d]) -> ([#t; #d], #t) {
-            let (__x, __ld) = self.forward(Self::__row(z));
-            (Self::__to_array(__x.row(0)), __ld[0])
-        }
-        /// One sample.
-        pub fn sample_one(&self, rng: &mut dyn __rt::rand::Rng) -> [#t; #d] {
-            Self::__to_array(self.sample(1, rng).row(0))
         }
     }
 }

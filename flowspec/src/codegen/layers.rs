@@ -30,6 +30,9 @@ pub trait LayerGen {
     fn gen_backward(&self, cx: &Ctx, i: usize, k: usize, dir: &str) -> TokenStream;
     /// Data-dependent initialisation before the layer is applied (actnorm), if any.
     fn gen_data_init(&self, cx: &Ctx, i: usize) -> Option<TokenStream>;
+    /// One step of direction `dir` on the per-sample state: `__x` (a `[T; D]` in physical
+    /// columns), `__ld` (a `T`), `__s.__row` (the row kernels' scratch).
+    fn gen_row(&self, cx: &Ctx, i: usize, dir: &str) -> TokenStream;
 }
 
 fn names(i: usize) -> (proc_macro2::Ident, proc_macro2::Ident, proc_macro2::Ident) {
@@ -144,6 +147,10 @@ impl LayerGen for ir::Layer {
         }
     }
 
+    fn gen_row(&self, cx: &Ctx, i: usize, dir: &str) -> TokenStream {
+        row_step(self, cx, i, dir)
+    }
+
     fn gen_data_init(&self, _cx: &Ctx, i: usize) -> Option<TokenStream> {
         let (_, _, cols) = names(i);
         let f = field(i);
@@ -157,6 +164,34 @@ impl LayerGen for ir::Layer {
             }
             _ => None,
         }
+    }
+}
+
+/// Couplings call their row kernel:
+/// `__rt::layers::<kind>_coupling_row(&self.layerI, <column sets>, [bound,] __rt::layers::RowDir::Inverse, &mut __x[..], &mut __ld, &mut __s.__row);`
+/// every other layer runs its batch step on one-row views of the same state:
+/// `{ let (mut __h, mut __ld) = __rt::layers::row_views(&mut __x[..], &mut __ld); <step> }`.
+fn row_step(l: &ir::Layer, cx: &Ctx, i: usize, dir: &str) -> TokenStream {
+    let (c, t, _) = names(i);
+    let f = field(i);
+    let d = format_ident!("{}", if dir == "inverse" { "Inverse" } else { "Forward" });
+    let state = quote!(__rt::layers::RowDir::#d, &mut __x[..], &mut __ld, &mut __s.__row);
+    match &l.kind {
+        LayerKind::AffineCoupling { bound, .. } => {
+            let b = real(cx, *bound);
+            quote!(__rt::layers::affine_coupling_row(&self.#f, &#c, &#t, #b, #state);)
+        }
+        LayerKind::AdditiveCoupling { .. } => {
+            quote!(__rt::layers::additive_coupling_row(&self.#f, &#c, &#t, #state);)
+        }
+        LayerKind::Permute { .. } => quote!(),
+        k => super::library::row_step(k, i, state).unwrap_or_else(|| {
+            let batch = step(l, cx, i, dir);
+            quote!({
+                let (mut __h, mut __ld) = __rt::layers::row_views(&mut __x[..], &mut __ld);
+                #batch
+            })
+        }),
     }
 }
 

@@ -193,6 +193,19 @@ pub fn step(k: &LayerKind, i: usize, dir: &str) -> TokenStream {
     }
 }
 
+/// The row kernel for the per-sample path, if the layer has one (`state`: the direction, the
+/// row, its log-det and the row scratch).
+pub fn row_step(k: &LayerKind, i: usize, state: TokenStream) -> Option<TokenStream> {
+    let (f, tr) = (super::field(i), tr_ident(i));
+    let (c, t) = (format_ident!("__L{}_COND", i), format_ident!("__L{}_TRANS", i));
+    match k {
+        LayerKind::TransformerCoupling { .. } => {
+            Some(quote!(__rt::layers::transformer_coupling_row(&#tr, &self.#f, &#c, &#t, #state);))
+        }
+        _ => None,
+    }
+}
+
 /// The backward step of direction `dir`: `*_backward` for the normalizing direction,
 /// `*_forward_backward` for the generative one.
 pub fn backward(k: &LayerKind, i: usize, dir: &str, common: TokenStream) -> TokenStream {

@@ -19,6 +19,7 @@ mod base;
 mod fixed;
 mod layers;
 mod library;
+mod per_sample;
 
 use crate::ir;
 use proc_macro2::{Literal, TokenStream};

@@ -5,6 +5,7 @@
 
 mod autoregressive;
 pub(crate) mod coupling;
+mod coupling_row;
 mod elementwise;
 mod linear;
 #[cfg(test)]
@@ -17,6 +18,9 @@ pub use coupling::{
     additive_coupling_backward, additive_coupling_forward, additive_coupling_forward_backward,
     additive_coupling_inverse, affine_coupling_backward, affine_coupling_forward,
     affine_coupling_forward_backward, affine_coupling_inverse, CouplingScratch,
+};
+pub use coupling_row::{
+    additive_coupling_row, affine_coupling_row, row_views, transformer_coupling_row, RowDir,
 };
 pub use elementwise::{
     actnorm_backward, actnorm_data_init, actnorm_forward, actnorm_forward_backward,

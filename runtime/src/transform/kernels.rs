@@ -283,15 +283,32 @@ fn coupling<T: Real, Tr: Transformer<T>>(
     debug_assert_eq!(out.ncols(), trans.len() * np, "transformer coupling: conditioner width");
     let mut buf = Vec::new();
     Zip::from(x.rows_mut()).and(out.rows()).and(ld).for_each(|mut row, o, ld| {
-        let o = row_slice(o, &mut buf);
-        let mut acc = T::zero();
-        for (k, &c) in trans.iter().enumerate() {
-            let (y, l) = dir.eval(tr, row[c], &o[k * np..(k + 1) * np]);
-            row[c] = y;
-            acc += l;
-        }
-        *ld += acc;
+        *ld += coupling_row(tr, dir, trans, &mut row, row_slice(o, &mut buf));
     });
+}
+
+/// One row of a transformer coupling given the conditioner's output `o`; returns the row's
+/// log-det. Shared with the per-row kernels (`layers::coupling_row`).
+#[inline(always)]
+pub(crate) fn coupling_row<
+    T: Real,
+    Tr: Transformer<T>,
+    R: std::ops::IndexMut<usize, Output = T> + ?Sized,
+>(
+    tr: &Tr,
+    dir: Dir,
+    trans: &[usize],
+    row: &mut R,
+    o: &[T],
+) -> T {
+    let np = tr.n_params();
+    let mut acc = T::zero();
+    for (k, &c) in trans.iter().enumerate() {
+        let (y, l) = dir.eval(tr, row[c], &o[k * np..(k + 1) * np]);
+        row[c] = y;
+        acc += l;
+    }
+    acc
 }
 
 /// Backward pass of [`transformer_coupling_inverse`]. `x_in` is the layer's input; `g` holds

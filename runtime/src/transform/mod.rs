@@ -24,7 +24,7 @@ mod spline;
 #[cfg(test)]
 mod testutil;
 
-pub(crate) use kernels::{by_width, Dir, Vjp};
+pub(crate) use kernels::{by_width, coupling_row, Dir, Vjp};
 pub use kernels::{
     elementwise_backward, elementwise_forward, elementwise_forward_backward, elementwise_inverse,
     transformer_coupling_backward, transformer_coupling_forward,
