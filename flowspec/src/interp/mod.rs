@@ -13,7 +13,7 @@ use flowspec_runtime::transform::ElementParams;
 use flowspec_runtime::{rng_from_seed, Flow, Real};
 use library::{BaseP, LinearP};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
-use step::{Dir, Scratch};
+use step::{Dir, Scratch, StepTape};
 
 /// One executed layer with its parameters and physical column sets (permutations are folded
 /// into these sets by the compiler and have no step).
@@ -50,6 +50,30 @@ pub struct Interp<T> {
     base: BaseP<T>,
     base_fixed: Vec<ir::FixedTensor>,
     dequantize: bool,
+}
+
+/// What a backward pass keeps of its forward pass: each executed layer's input and tape, in
+/// the order the layers ran.
+type Recording<T> = Vec<(Array2<T>, StepTape<T>)>;
+
+/// One layer of a pass: with `rec`, its input is kept and its buffers go on a fresh tape
+/// that only this pass's backward reads; without, it runs on the shared scratch `s`.
+fn run_step<T: Real>(
+    e: &Exec<T>,
+    dir: Dir,
+    h: &mut Array2<T>,
+    ld: &mut Array1<T>,
+    s: &mut Scratch<T>,
+    rec: Option<&mut Recording<T>>,
+) {
+    match rec {
+        Some(rec) => {
+            let (x_in, mut tape) = (h.clone(), StepTape::default());
+            e.step.record(dir, h, ld, &mut tape);
+            rec.push((x_in, tape));
+        }
+        None => e.step.run(dir, h, ld, s),
+    }
 }
 
 fn activation(a: ir::Activation) -> nn::Activation {
@@ -131,28 +155,25 @@ impl<T: Real> Interp<T> {
     }
 
     /// Runs every executed layer in the normalizing direction on physical columns, in place.
-    /// With `inputs`, each layer's input is recorded first (for the backward pass).
+    /// With `rec`, each layer's input and tape are recorded (for the backward pass).
     fn run_inverse(
         &self,
         h: &mut Array2<T>,
         ld: &mut Array1<T>,
-        mut inputs: Option<&mut Vec<Array2<T>>>,
+        mut rec: Option<&mut Recording<T>>,
     ) {
         let mut s = Scratch::default();
         for e in &self.execs {
-            if let Some(inputs) = inputs.as_deref_mut() {
-                inputs.push(h.clone());
-            }
-            e.step.run(Dir::Inverse, h, ld, &mut s);
+            run_step(e, Dir::Inverse, h, ld, &mut s, rec.as_deref_mut());
         }
     }
 
-    /// The generative direction from logical `z`; with `inputs`, each layer's input is
+    /// The generative direction from logical `z`; with `rec`, each layer's input and tape are
     /// recorded (in the order the layers run: last spec layer first).
     fn run_forward(
         &self,
         z: ArrayView2<T>,
-        mut inputs: Option<&mut Vec<Array2<T>>>,
+        mut rec: Option<&mut Recording<T>>,
     ) -> (Array2<T>, Array1<T>) {
         let mut h = Array2::zeros(z.raw_dim());
         for (i, &c) in self.z_cols.iter().enumerate() {
@@ -161,10 +182,7 @@ impl<T: Real> Interp<T> {
         let mut ld = Array1::zeros(z.nrows());
         let mut s = Scratch::default();
         for e in self.execs.iter().rev() {
-            if let Some(inputs) = inputs.as_deref_mut() {
-                inputs.push(h.clone());
-            }
-            e.step.run(Dir::Forward, &mut h, &mut ld, &mut s);
+            run_step(e, Dir::Forward, &mut h, &mut ld, &mut s, rec.as_deref_mut());
         }
         (h, ld)
     }
@@ -212,8 +230,8 @@ impl<T: Real> Interp<T> {
         let n = x.nrows();
         let mut h = x.to_owned();
         let mut ld = Array1::zeros(n);
-        let mut inputs = Vec::with_capacity(self.execs.len());
-        self.run_inverse(&mut h, &mut ld, Some(&mut inputs));
+        let mut rec = Vec::with_capacity(self.execs.len());
+        self.run_inverse(&mut h, &mut ld, Some(&mut rec));
         // The base reads z in place through z_cols, as generated code does.
         let lp = self.base.log_prob(&self.z_cols, h.view()) + &ld;
         let loss = -lp.sum() * inv_n;
@@ -222,9 +240,8 @@ impl<T: Real> Interp<T> {
         self.base.nll_grad(&self.z_cols, h.view(), inv_n, g.view_mut(), &mut gbase);
         let dld = Array1::from_elem(n, -inv_n);
         let mut grads = self.zero_grads();
-        let mut s = Scratch::default();
-        for ((e, x_in), gs) in self.execs.iter().zip(&inputs).zip(&mut grads).rev() {
-            e.step.backward(Dir::Inverse, x_in, &mut g, &dld, gs, &mut s);
+        for ((e, (x_in, t)), gs) in self.execs.iter().zip(&mut rec).zip(&mut grads).rev() {
+            e.step.backward(Dir::Inverse, x_in, &mut g, &dld, gs, t);
         }
         (loss, g, lp, self.flatten(&grads, &gbase))
     }
@@ -328,15 +345,14 @@ impl<T: Real> Flow for Interp<T> {
         gx: ArrayView2<T>,
         gld: ArrayView1<T>,
     ) -> (Vec<T>, Array2<T>) {
-        let mut inputs = Vec::with_capacity(self.execs.len());
-        self.run_forward(z, Some(&mut inputs));
+        let mut rec = Vec::with_capacity(self.execs.len());
+        self.run_forward(z, Some(&mut rec));
         let (mut g, dld) = (gx.to_owned(), gld.to_owned());
         let mut grads = self.zero_grads();
-        let mut s = Scratch::default();
-        // `inputs` runs from the last layer to the first; the backward pass goes the other way.
-        let steps = self.execs.iter().zip(&mut grads).rev().zip(&inputs).rev();
-        for ((e, gs), z_in) in steps {
-            e.step.backward(Dir::Forward, z_in, &mut g, &dld, gs, &mut s);
+        // `rec` runs from the last layer to the first; the backward pass goes the other way.
+        let steps = self.execs.iter().zip(&mut grads).rev().zip(&mut rec).rev();
+        for ((e, gs), (z_in, t)) in steps {
+            e.step.backward(Dir::Forward, z_in, &mut g, &dld, gs, t);
         }
         (self.flatten(&grads, &self.zero_base()), self.gather(&g))
     }

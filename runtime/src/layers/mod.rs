@@ -7,6 +7,7 @@ mod autoregressive;
 pub(crate) mod coupling;
 mod elementwise;
 mod linear;
+mod tape;
 #[cfg(test)]
 pub(crate) mod testutil;
 
@@ -24,3 +25,4 @@ pub use elementwise::{
 };
 #[allow(unused_imports)]
 pub use linear::*;
+pub use tape::Tape;
