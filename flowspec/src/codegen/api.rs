@@ -58,8 +58,8 @@ pub fn gen_inherent(cx: &Ctx) -> TokenStream {
 }
 
 /// One scratch buffer per coupling layer (so no layer reallocates another's buffers), the
-/// backward pass's stored inputs and its gradient accumulator, and the per-sample path's row
-/// buffers. One per thread and flow type,
+/// backward pass's tapes and stored inputs, its gradient accumulator, and the per-sample
+/// path's row buffers. One per thread and flow type,
 /// reused across calls: once warm, a call of the same batch size allocates nothing per layer.
 fn gen_scratch(cx: &Ctx) -> TokenStream {
     let t = &cx.t;
@@ -69,14 +69,17 @@ fn gen_scratch(cx: &Ctx) -> TokenStream {
         let f = field(i);
         Some(quote!(#f: #ty,))
     });
+    let tapes = super::backward::gen_tapes(cx);
     quote! {
         #[derive(Default)]
         struct __Scratch {
             #(#fields)*
+            __tapes: __Tapes,
             __inputs: __rt::ndarray::Array3<#t>,
             __row: __rt::nn::RowScratch<#t>,
             __grad: ::core::option::Option<#name>,
         }
+        #tapes
         ::std::thread_local! {
             static __SCRATCH: ::core::cell::RefCell<__Scratch> = ::core::cell::RefCell::new(__Scratch::default());
         }

@@ -66,10 +66,11 @@ fn kernel(ar: ArKind, dir: &str) -> Ident {
     format_ident!("{}", if parallel { "ar_apply" } else { "ar_solve" })
 }
 
-pub fn step(ar: ArKind, i: usize, dir: &str) -> TokenStream {
+/// One step in direction `dir`; `scratch` is the `&mut` expression of the layer's buffers.
+pub fn step(ar: ArKind, i: usize, dir: &str, scratch: &TokenStream) -> TokenStream {
     let (c, _, _) = idents(i);
     let (f, tr, func) = (super::field(i), super::library::tr_ident(i), kernel(ar, dir));
-    quote!(__rt::layers::#func(&#tr, &self.#f, &#c, __h.view_mut(), __ld.view_mut(), &mut __s.#f);)
+    quote!(__rt::layers::#func(&#tr, &self.#f, &#c, __h.view_mut(), __ld.view_mut(), #scratch);)
 }
 
 /// The backward step of direction `dir`; `common` is `(input, g, dld, grad)`.
@@ -77,5 +78,5 @@ pub fn backward(ar: ArKind, i: usize, dir: &str, common: TokenStream) -> TokenSt
     let (c, _, _) = idents(i);
     let (f, tr) = (super::field(i), super::library::tr_ident(i));
     let func = format_ident!("{}_backward", kernel(ar, dir));
-    quote!(__rt::layers::#func(&#tr, &self.#f, &#c, #common, &mut __s.#f);)
+    quote!(__rt::layers::#func(&#tr, &self.#f, &#c, #common, &mut __s.__tapes.#f);)
 }

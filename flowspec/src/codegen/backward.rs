@@ -1,5 +1,7 @@
 //! The generated backward passes. Each runs one direction storing every layer's input in
-//! `__inputs`, then the layers' backward steps in reverse:
+//! `__inputs` and its buffers on the layer's tape (`__s.__tapes`, see
+//! `flowspec_runtime::layers::Tape`), then the layers' backward steps in reverse, each
+//! reusing the activations its own forward step recorded:
 //!
 //! - `__backward` (normalizing direction): the NLL gradient for maximum likelihood, and with
 //!   a scale of -1 the gradient of log p(x) with respect to x;
@@ -10,6 +12,22 @@ use super::{lit, param_layers, Ctx, LayerGen};
 use crate::ir;
 use proc_macro2::TokenStream;
 use quote::quote;
+
+/// `struct __Tapes`: one tape per layer with buffers, written and read only by the backward
+/// passes, so a `log_prob` on the ordinary scratch never touches what a backward step reads.
+pub fn gen_tapes(cx: &Ctx) -> TokenStream {
+    let fields = param_layers(cx.flow).filter_map(|(i, l)| {
+        let ty = l.gen_scratch_type(cx)?;
+        let f = super::field(i);
+        Some(quote!(#f: __rt::layers::Tape<#ty>,))
+    });
+    quote! {
+        #[derive(Default)]
+        struct __Tapes {
+            #(#fields)*
+        }
+    }
+}
 
 pub fn gen_backward(cx: &Ctx) -> TokenStream {
     let t = &cx.t;
@@ -79,7 +97,7 @@ fn gen_normalizing(cx: &Ctx) -> TokenStream {
     let t = &cx.t;
     let executed: Vec<(usize, &ir::Layer)> = param_layers(cx.flow).collect();
     let fwd = executed.iter().enumerate().map(|(k, (i, l))| {
-        let step = l.gen_inverse(cx, *i);
+        let step = l.gen_recorded(cx, *i, "inverse");
         let k = lit(k);
         quote!(__inputs.index_axis_mut(__rt::ndarray::Axis(0), #k).assign(&*__h); #step)
     });
@@ -123,7 +141,7 @@ fn gen_generative(cx: &Ctx) -> TokenStream {
     let t = &cx.t;
     let executed: Vec<(usize, &ir::Layer)> = param_layers(cx.flow).collect();
     let fwd = executed.iter().enumerate().rev().map(|(k, (i, l))| {
-        let step = l.gen_forward(cx, *i);
+        let step = l.gen_recorded(cx, *i, "forward");
         let k = lit(k);
         quote!(__inputs.index_axis_mut(__rt::ndarray::Axis(0), #k).assign(&*__h); #step)
     });

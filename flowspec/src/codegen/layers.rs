@@ -24,9 +24,12 @@ pub trait LayerGen {
     fn gen_inverse(&self, cx: &Ctx, i: usize) -> TokenStream;
     /// One step of the generative direction (z to x).
     fn gen_forward(&self, cx: &Ctx, i: usize) -> TokenStream;
+    /// One step of direction `dir` as a backward pass's forward step: its buffers go on the
+    /// layer's tape (`__s.__tapes`), which only that pass's backward step reads.
+    fn gen_recorded(&self, cx: &Ctx, i: usize, dir: &str) -> TokenStream;
     /// The backward step of direction `dir` ("inverse": the NLL's normalizing pass, "forward":
     /// the generative pass); `k` is the layer's slot in `__inputs`, which holds the inputs of
-    /// that direction.
+    /// that direction. It replays the tape `gen_recorded` wrote.
     fn gen_backward(&self, cx: &Ctx, i: usize, k: usize, dir: &str) -> TokenStream;
     /// Data-dependent initialisation before the layer is applied (actnorm), if any.
     fn gen_data_init(&self, cx: &Ctx, i: usize) -> Option<TokenStream>;
@@ -114,11 +117,18 @@ impl LayerGen for ir::Layer {
     }
 
     fn gen_inverse(&self, cx: &Ctx, i: usize) -> TokenStream {
-        step(self, cx, i, "inverse")
+        let f = field(i);
+        step(self, cx, i, "inverse", &quote!(&mut __s.#f))
     }
 
     fn gen_forward(&self, cx: &Ctx, i: usize) -> TokenStream {
-        step(self, cx, i, "forward")
+        let f = field(i);
+        step(self, cx, i, "forward", &quote!(&mut __s.#f))
+    }
+
+    fn gen_recorded(&self, cx: &Ctx, i: usize, dir: &str) -> TokenStream {
+        let f = field(i);
+        step(self, cx, i, dir, &quote!(__s.__tapes.#f.record(__n)))
     }
 
     fn gen_backward(&self, cx: &Ctx, i: usize, k: usize, dir: &str) -> TokenStream {
@@ -132,11 +142,11 @@ impl LayerGen for ir::Layer {
         match &self.kind {
             LayerKind::AffineCoupling { bound, .. } => {
                 let (b, func) = (real(cx, *bound), func("affine_coupling"));
-                quote!(__rt::layers::#func(&self.#f, &#c, &#t, #b, #common, &mut __s.#f);)
+                quote!(__rt::layers::#func(&self.#f, &#c, &#t, #b, #common, &mut __s.__tapes.#f);)
             }
             LayerKind::AdditiveCoupling { .. } => {
                 let func = func("additive_coupling");
-                quote!(__rt::layers::#func(&self.#f, &#c, &#t, #common, &mut __s.#f);)
+                quote!(__rt::layers::#func(&self.#f, &#c, &#t, #common, &mut __s.__tapes.#f);)
             }
             LayerKind::ActNorm { .. } => {
                 let func = func("actnorm");
@@ -186,7 +196,7 @@ fn row_step(l: &ir::Layer, cx: &Ctx, i: usize, dir: &str) -> TokenStream {
         }
         LayerKind::Permute { .. } => quote!(),
         k => super::library::row_step(k, i, state).unwrap_or_else(|| {
-            let batch = step(l, cx, i, dir);
+            let batch = step(l, cx, i, dir, &quote!(&mut __s.#f));
             quote!({
                 let (mut __h, mut __ld) = __rt::layers::row_views(&mut __x[..], &mut __ld);
                 #batch
@@ -196,7 +206,8 @@ fn row_step(l: &ir::Layer, cx: &Ctx, i: usize, dir: &str) -> TokenStream {
 }
 
 /// `__rt::layers::<kind>_<dir>(&self.layerI, <column sets>, [bound,] __h.view_mut(), __ld.view_mut() [, scratch]);`
-fn step(l: &ir::Layer, cx: &Ctx, i: usize, dir: &str) -> TokenStream {
+/// where `scratch` is the `&mut` expression of the layer's buffers.
+fn step(l: &ir::Layer, cx: &Ctx, i: usize, dir: &str, scratch: &TokenStream) -> TokenStream {
     let (c, t, cols) = names(i);
     let f = field(i);
     let state = quote!(__h.view_mut(), __ld.view_mut());
@@ -204,17 +215,17 @@ fn step(l: &ir::Layer, cx: &Ctx, i: usize, dir: &str) -> TokenStream {
         LayerKind::AffineCoupling { bound, .. } => {
             let func = format_ident!("affine_coupling_{}", dir);
             let b = real(cx, *bound);
-            quote!(__rt::layers::#func(&self.#f, &#c, &#t, #b, #state, &mut __s.#f);)
+            quote!(__rt::layers::#func(&self.#f, &#c, &#t, #b, #state, #scratch);)
         }
         LayerKind::AdditiveCoupling { .. } => {
             let func = format_ident!("additive_coupling_{}", dir);
-            quote!(__rt::layers::#func(&self.#f, &#c, &#t, #state, &mut __s.#f);)
+            quote!(__rt::layers::#func(&self.#f, &#c, &#t, #state, #scratch);)
         }
         LayerKind::ActNorm { .. } => {
             let func = format_ident!("actnorm_{}", dir);
             quote!(__rt::layers::#func(&self.#f, &#cols, #state);)
         }
         LayerKind::Permute { .. } => quote!(),
-        k => super::library::step(k, i, dir),
+        k => super::library::step(k, i, dir, scratch),
     }
 }

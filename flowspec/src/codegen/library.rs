@@ -165,8 +165,9 @@ pub fn scratch_type(k: &LayerKind, t: &TokenStream) -> Option<TokenStream> {
     }
 }
 
-/// One step in direction `dir` ("inverse" or "forward").
-pub fn step(k: &LayerKind, i: usize, dir: &str) -> TokenStream {
+/// One step in direction `dir` ("inverse" or "forward"); `scratch` is the `&mut` expression
+/// of the layer's buffers.
+pub fn step(k: &LayerKind, i: usize, dir: &str, scratch: &TokenStream) -> TokenStream {
     let f = super::field(i);
     let tr = tr_ident(i);
     let (c, t, cols) = (
@@ -182,13 +183,13 @@ pub fn step(k: &LayerKind, i: usize, dir: &str) -> TokenStream {
         }
         LayerKind::TransformerCoupling { .. } => {
             let func = format_ident!("transformer_coupling_{}", dir);
-            quote!(__rt::transform::#func(&#tr, &self.#f, &#c, &#t, #state, &mut __s.#f);)
+            quote!(__rt::transform::#func(&#tr, &self.#f, &#c, &#t, #state, #scratch);)
         }
         LayerKind::Linear { kind, .. } => {
             let func = format_ident!("{}_{}", linear_prefix(kind), dir);
             quote!(__rt::layers::#func(&self.#f, &#cols, #state);)
         }
-        LayerKind::Autoregressive { ar, .. } => super::autoregressive::step(*ar, i, dir),
+        LayerKind::Autoregressive { ar, .. } => super::autoregressive::step(*ar, i, dir, scratch),
         _ => quote!(),
     }
 }
@@ -224,7 +225,7 @@ pub fn backward(k: &LayerKind, i: usize, dir: &str, common: TokenStream) -> Toke
         }
         LayerKind::TransformerCoupling { .. } => {
             let func = format_ident!("transformer_coupling_{}", sfx);
-            quote!(__rt::transform::#func(&#tr, &self.#f, &#c, &#t, #common, &mut __s.#f);)
+            quote!(__rt::transform::#func(&#tr, &self.#f, &#c, &#t, #common, &mut __s.__tapes.#f);)
         }
         LayerKind::Linear { kind, .. } => {
             let func = format_ident!("{}_{}", linear_prefix(kind), sfx);

@@ -13,7 +13,7 @@ use flowspec_runtime::transform::ElementParams;
 use flowspec_runtime::{par, rng_from_seed, Flow, Real};
 use library::{BaseP, LinearP};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
-use step::{Dir, Scratch};
+use step::{Dir, Scratch, StepTape};
 
 /// One executed layer with its parameters and physical column sets (permutations are folded
 /// into these sets by the compiler and have no step).
@@ -50,6 +50,24 @@ pub struct Interp<T> {
     base: BaseP<T>,
     base_fixed: Vec<ir::FixedTensor>,
     dequantize: bool,
+}
+
+/// What a backward pass keeps of its forward pass: each executed layer's input and tape, in
+/// the order the layers ran.
+type Recording<T> = Vec<(Array2<T>, StepTape<T>)>;
+
+/// One layer of a backward pass's forward pass: its input is kept and its buffers go on a
+/// fresh tape that only this pass's backward reads.
+fn record_step<T: Real>(
+    e: &Exec<T>,
+    dir: Dir,
+    h: &mut Array2<T>,
+    ld: &mut Array1<T>,
+    rec: &mut Recording<T>,
+) {
+    let (x_in, mut tape) = (h.clone(), StepTape::default());
+    e.step.record(dir, h, ld, &mut tape);
+    rec.push((x_in, tape));
 }
 
 fn activation(a: ir::Activation) -> nn::Activation {
@@ -143,18 +161,11 @@ impl<T: Real> Interp<T> {
         });
     }
 
-    /// [`Interp::run_rows`] in the normalizing direction, recording each layer's input first
-    /// (for the backward pass).
-    fn run_inverse_recorded(
-        &self,
-        h: &mut Array2<T>,
-        ld: &mut Array1<T>,
-        inputs: &mut Vec<Array2<T>>,
-    ) {
-        let mut s = Scratch::default();
+    /// The normalizing direction on physical columns, in place, recording each layer's input
+    /// and tape (for the backward pass).
+    fn run_inverse_recorded(&self, h: &mut Array2<T>, ld: &mut Array1<T>, rec: &mut Recording<T>) {
         for e in &self.execs {
-            inputs.push(h.clone());
-            e.step.run(Dir::Inverse, h.view_mut(), ld.view_mut(), &mut s);
+            record_step(e, Dir::Inverse, h, ld, rec);
         }
     }
 
@@ -167,14 +178,12 @@ impl<T: Real> Interp<T> {
         h
     }
 
-    /// The generative direction from logical `z`, recording each layer's input (in the order
-    /// the layers run: last spec layer first).
-    fn run_forward_recorded(&self, z: ArrayView2<T>, inputs: &mut Vec<Array2<T>>) {
+    /// The generative direction from logical `z`, recording each layer's input and tape (in
+    /// the order the layers run: last spec layer first).
+    fn run_forward_recorded(&self, z: ArrayView2<T>, rec: &mut Recording<T>) {
         let (mut h, mut ld) = (self.scatter(z), Array1::zeros(z.nrows()));
-        let mut s = Scratch::default();
         for e in self.execs.iter().rev() {
-            inputs.push(h.clone());
-            e.step.run(Dir::Forward, h.view_mut(), ld.view_mut(), &mut s);
+            record_step(e, Dir::Forward, &mut h, &mut ld, rec);
         }
     }
 
@@ -221,8 +230,8 @@ impl<T: Real> Interp<T> {
         let n = x.nrows();
         let mut h = x.to_owned();
         let mut ld = Array1::zeros(n);
-        let mut inputs = Vec::with_capacity(self.execs.len());
-        self.run_inverse_recorded(&mut h, &mut ld, &mut inputs);
+        let mut rec = Vec::with_capacity(self.execs.len());
+        self.run_inverse_recorded(&mut h, &mut ld, &mut rec);
         // The base reads z in place through z_cols, as generated code does.
         let lp = self.base.log_prob(&self.z_cols, h.view()) + &ld;
         let loss = -lp.sum() * inv_n;
@@ -231,9 +240,8 @@ impl<T: Real> Interp<T> {
         self.base.nll_grad(&self.z_cols, h.view(), inv_n, g.view_mut(), &mut gbase);
         let dld = Array1::from_elem(n, -inv_n);
         let mut grads = self.zero_grads();
-        let mut s = Scratch::default();
-        for ((e, x_in), gs) in self.execs.iter().zip(&inputs).zip(&mut grads).rev() {
-            e.step.backward(Dir::Inverse, x_in, &mut g, &dld, gs, &mut s);
+        for ((e, (x_in, t)), gs) in self.execs.iter().zip(&mut rec).zip(&mut grads).rev() {
+            e.step.backward(Dir::Inverse, x_in, &mut g, &dld, gs, t);
         }
         (loss, g, lp, self.flatten(&grads, &gbase))
     }
@@ -339,15 +347,14 @@ impl<T: Real> Flow for Interp<T> {
         gx: ArrayView2<T>,
         gld: ArrayView1<T>,
     ) -> (Vec<T>, Array2<T>) {
-        let mut inputs = Vec::with_capacity(self.execs.len());
-        self.run_forward_recorded(z, &mut inputs);
+        let mut rec = Vec::with_capacity(self.execs.len());
+        self.run_forward_recorded(z, &mut rec);
         let (mut g, dld) = (gx.to_owned(), gld.to_owned());
         let mut grads = self.zero_grads();
-        let mut s = Scratch::default();
-        // `inputs` runs from the last layer to the first; the backward pass goes the other way.
-        let steps = self.execs.iter().zip(&mut grads).rev().zip(&inputs).rev();
-        for ((e, gs), z_in) in steps {
-            e.step.backward(Dir::Forward, z_in, &mut g, &dld, gs, &mut s);
+        // `rec` runs from the last layer to the first; the backward pass goes the other way.
+        let steps = self.execs.iter().zip(&mut grads).rev().zip(&mut rec).rev();
+        for ((e, gs), (z_in, t)) in steps {
+            e.step.backward(Dir::Forward, z_in, &mut g, &dld, gs, t);
         }
         (self.flatten(&grads, &self.zero_base()), self.gather(&g))
     }

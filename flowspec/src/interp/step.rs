@@ -3,7 +3,7 @@
 use super::library::with_tr;
 use super::Step;
 use crate::ir::ArKind;
-use flowspec_runtime::layers::{self, ArScratch, CouplingScratch};
+use flowspec_runtime::layers::{self, ArScratch, CouplingScratch, Tape};
 use flowspec_runtime::params::Params;
 use flowspec_runtime::transform as tf;
 use flowspec_runtime::Real;
@@ -14,6 +14,14 @@ use ndarray::{Array1, Array2, ArrayViewMut1, ArrayViewMut2};
 pub struct Scratch<T> {
     pub coupling: CouplingScratch<T>,
     pub ar: ArScratch<T>,
+}
+
+/// What one step's forward pass leaves for its backward pass (see [`Tape`]): the backward
+/// replays the tape of the kernel the step ran, so it reads only its own pass's activations.
+#[derive(Default)]
+pub struct StepTape<T> {
+    coupling: Tape<CouplingScratch<T>>,
+    ar: Tape<ArScratch<T>>,
 }
 
 /// Which way a step runs.
@@ -28,7 +36,24 @@ pub enum Dir {
 impl<T: Real> Step<T> {
     /// Applies the step in direction `dir`, in place, adding its log-determinant.
     pub fn run(&self, dir: Dir, x: ArrayViewMut2<T>, ld: ArrayViewMut1<T>, s: &mut Scratch<T>) {
-        let (sc, inv) = (&mut s.coupling, dir == Dir::Inverse);
+        self.run_in(dir, x, ld, &mut s.coupling, &mut s.ar);
+    }
+
+    /// [`Step::run`] as the forward step of a backward pass: its buffers go on `tape`.
+    pub fn record(&self, dir: Dir, h: &mut Array2<T>, ld: &mut Array1<T>, t: &mut StepTape<T>) {
+        let n = h.nrows();
+        self.run_in(dir, h.view_mut(), ld.view_mut(), t.coupling.record(n), t.ar.record(n));
+    }
+
+    fn run_in(
+        &self,
+        dir: Dir,
+        x: ArrayViewMut2<T>,
+        ld: ArrayViewMut1<T>,
+        sc: &mut CouplingScratch<T>,
+        sa: &mut ArScratch<T>,
+    ) {
+        let inv = dir == Dir::Inverse;
         match self {
             Step::Affine { net, cond, trans, bound } if inv => {
                 layers::affine_coupling_inverse(net, cond, trans, *bound, x, ld, sc)
@@ -59,7 +84,6 @@ impl<T: Real> Step<T> {
             Step::Linear { p, cols } if inv => p.inverse(cols, x, ld),
             Step::Linear { p, cols } => p.forward(cols, x, ld),
             Step::Ar { ar, tr, made, cols } => {
-                let sa = &mut s.ar;
                 if parallel(*ar, dir) {
                     with_tr!(tr, |t| layers::ar_apply(&t, made, cols, x, ld, sa))
                 } else {
@@ -69,8 +93,9 @@ impl<T: Real> Step<T> {
         }
     }
 
-    /// The backward pass of `run(dir, ..)`: `x_in` is that call's input, `g` holds dL/d output
-    /// and becomes dL/d input; gradients accumulate into `grad`, a step of the same shape.
+    /// The backward pass of `record(dir, ..)`: `x_in` is that call's input and `t` its tape,
+    /// `g` holds dL/d output and becomes dL/d input; gradients accumulate into `grad`, a step
+    /// of the same shape.
     pub fn backward(
         &self,
         dir: Dir,
@@ -78,10 +103,10 @@ impl<T: Real> Step<T> {
         g: &mut Array2<T>,
         dld: &Array1<T>,
         grad: &mut Step<T>,
-        s: &mut Scratch<T>,
+        t: &mut StepTape<T>,
     ) {
         if let (Step::Ar { ar, tr, made, cols }, Step::Ar { made: gm, .. }) = (self, &mut *grad) {
-            let (x, gv, dv, sa) = (x_in.view(), g.view_mut(), dld.view(), &mut s.ar);
+            let (x, gv, dv, sa) = (x_in.view(), g.view_mut(), dld.view(), &mut t.ar);
             return if parallel(*ar, dir) {
                 with_tr!(tr, |t| layers::ar_apply_backward(&t, made, cols, x, gv, dv, gm, sa))
             } else {
@@ -89,8 +114,8 @@ impl<T: Real> Step<T> {
             };
         }
         match dir {
-            Dir::Inverse => self.backward_inverse(x_in, g, dld, grad, &mut s.coupling),
-            Dir::Forward => self.backward_forward(x_in, g, dld, grad, &mut s.coupling),
+            Dir::Inverse => self.backward_inverse(x_in, g, dld, grad, &mut t.coupling),
+            Dir::Forward => self.backward_forward(x_in, g, dld, grad, &mut t.coupling),
         }
     }
 
@@ -100,7 +125,7 @@ impl<T: Real> Step<T> {
         g: &mut Array2<T>,
         dld: &Array1<T>,
         grad: &mut Step<T>,
-        s: &mut CouplingScratch<T>,
+        s: &mut Tape<CouplingScratch<T>>,
     ) {
         let (x, gv, dv) = (x_in.view(), g.view_mut(), dld.view());
         match (self, grad) {
@@ -134,7 +159,7 @@ impl<T: Real> Step<T> {
         g: &mut Array2<T>,
         dld: &Array1<T>,
         grad: &mut Step<T>,
-        s: &mut CouplingScratch<T>,
+        s: &mut Tape<CouplingScratch<T>>,
     ) {
         let (z, gv, dv) = (z_in.view(), g.view_mut(), dld.view());
         match (self, grad) {

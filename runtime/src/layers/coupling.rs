@@ -5,6 +5,7 @@
 //! (RealNVP) conditioners output `2 |trans|` columns: shifts first, then raw log-scales.
 //! Additive (NICE) conditioners output `|trans|` shifts.
 
+use super::Tape;
 use crate::nn::{resize, Mlp, MlpScratch};
 use crate::real::Real;
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Zip};
@@ -167,7 +168,9 @@ fn affine_apply<T: Real>(
 
 /// Backward pass of [`affine_coupling_inverse`]. `x_in` is the layer's input (n x D); `g`
 /// holds dLoss/dz on entry and dLoss/dx on return; `dld` is dLoss/d(ld) per row. Accumulates
-/// the conditioner's parameter gradients into `grad`.
+/// the conditioner's parameter gradients into `grad`. `tape` is the scratch the same pass's
+/// [`affine_coupling_inverse`] recorded (see [`Tape`]): its conditioner run is reused, not
+/// recomputed.
 #[allow(clippy::too_many_arguments)]
 pub fn affine_coupling_backward<T: Real>(
     net: &Mlp<T>,
@@ -178,11 +181,10 @@ pub fn affine_coupling_backward<T: Real>(
     mut g: ArrayViewMut2<T>,
     dld: ArrayView1<T>,
     grad: &mut Mlp<T>,
-    s: &mut CouplingScratch<T>,
+    tape: &mut Tape<CouplingScratch<T>>,
 ) {
     debug_assert_eq!(x_in.dim(), g.dim(), "affine_coupling_backward: shapes");
-    // Re-run the conditioner: the caller may have reused the scratch since the forward pass.
-    condition(net, cond, x_in, s);
+    let s = tape.replay(x_in.nrows());
     let t = trans.len();
     resize(&mut s.dout, x_in.nrows(), 2 * t);
     Zip::from(g.rows_mut())
@@ -208,6 +210,7 @@ pub fn affine_coupling_backward<T: Real>(
 /// `g` holds dLoss/dx on entry and dLoss/dz on return; `dld` is dLoss/d(ld) per row.
 /// Accumulates the conditioner's parameter gradients into `grad`. The conditioned columns
 /// pass through (`x_c = z_c`), so the conditioner's input gradient is added to `g[:, cond]`.
+/// `tape` is what the same pass's [`affine_coupling_forward`] recorded.
 #[allow(clippy::too_many_arguments)]
 pub fn affine_coupling_forward_backward<T: Real>(
     net: &Mlp<T>,
@@ -218,10 +221,10 @@ pub fn affine_coupling_forward_backward<T: Real>(
     mut g: ArrayViewMut2<T>,
     dld: ArrayView1<T>,
     grad: &mut Mlp<T>,
-    s: &mut CouplingScratch<T>,
+    tape: &mut Tape<CouplingScratch<T>>,
 ) {
     debug_assert_eq!(z_in.dim(), g.dim(), "affine_coupling_forward_backward: shapes");
-    condition(net, cond, z_in, s);
+    let s = tape.replay(z_in.nrows());
     let t = trans.len();
     resize(&mut s.dout, z_in.nrows(), 2 * t);
     Zip::from(g.rows_mut())
@@ -304,7 +307,7 @@ pub(crate) fn shift_row<
 }
 
 /// Backward pass of [`additive_coupling_inverse`]; arguments as in
-/// [`affine_coupling_backward`]. `dld` is unused (the log-determinant is constant) but kept
+/// [`affine_coupling_backward`] (`tape` recorded by [`additive_coupling_inverse`]). `dld` is unused (the log-determinant is constant) but kept
 /// so every coupling has the same backward signature.
 #[allow(clippy::too_many_arguments)]
 pub fn additive_coupling_backward<T: Real>(
@@ -315,11 +318,11 @@ pub fn additive_coupling_backward<T: Real>(
     g: ArrayViewMut2<T>,
     dld: ArrayView1<T>,
     grad: &mut Mlp<T>,
-    s: &mut CouplingScratch<T>,
+    tape: &mut Tape<CouplingScratch<T>>,
 ) {
     debug_assert_eq!(x_in.dim(), g.dim(), "additive_coupling_backward: shapes");
     debug_assert_eq!(x_in.nrows(), dld.len(), "additive_coupling_backward: dld length");
-    condition(net, cond, x_in, s);
+    let s = tape.replay(x_in.nrows());
     resize(&mut s.dout, x_in.nrows(), trans.len());
     // dz/dx on the transformed columns is the identity, so g passes through there and the
     // shifts receive the same gradient.
@@ -332,7 +335,8 @@ pub fn additive_coupling_backward<T: Real>(
 }
 
 /// Backward pass of [`additive_coupling_forward`]; arguments as in
-/// [`affine_coupling_forward_backward`] (`dld` unused, the log-determinant is constant).
+/// [`affine_coupling_forward_backward`] (`tape` recorded by [`additive_coupling_forward`];
+/// `dld` unused, the log-determinant is constant).
 #[allow(clippy::too_many_arguments)]
 pub fn additive_coupling_forward_backward<T: Real>(
     net: &Mlp<T>,
@@ -342,11 +346,11 @@ pub fn additive_coupling_forward_backward<T: Real>(
     g: ArrayViewMut2<T>,
     dld: ArrayView1<T>,
     grad: &mut Mlp<T>,
-    s: &mut CouplingScratch<T>,
+    tape: &mut Tape<CouplingScratch<T>>,
 ) {
     debug_assert_eq!(z_in.dim(), g.dim(), "additive_coupling_forward_backward: shapes");
     debug_assert_eq!(z_in.nrows(), dld.len(), "additive_coupling_forward_backward: dld length");
-    condition(net, cond, z_in, s);
+    let s = tape.replay(z_in.nrows());
     resize(&mut s.dout, z_in.nrows(), trans.len());
     // x = z - b: g passes through the transformed columns and the shifts get its negation.
     Zip::from(s.dout.rows_mut()).and(g.rows()).for_each(|mut dr, gr| {
@@ -371,6 +375,7 @@ mod tests {
         trans: Vec<usize>,
         bound: f64,
         s: CouplingScratch<f64>,
+        tape: Tape<CouplingScratch<f64>>,
     }
 
     impl Coupling {
@@ -380,7 +385,37 @@ mod tests {
             let mut net = Mlp::zeros(&[cond.len(), 6, 5, out], act);
             randomize(&mut net, &mut rng(seed), 1.0);
             let (cond, trans) = (cond.to_vec(), trans.to_vec());
-            Self { affine, net, cond, trans, bound: 1.5, s: CouplingScratch::default() }
+            let (s, tape) = Default::default();
+            Self { affine, net, cond, trans, bound: 1.5, s, tape }
+        }
+    }
+
+    impl Coupling {
+        /// The forward step of a backward pass: the kernel of direction `inverse` at `x`,
+        /// recorded on the tape (and a log_prob-style call on the ordinary scratch after it,
+        /// which must not disturb the tape).
+        fn record(&mut self, x: ArrayView2<f64>, inverse: bool) {
+            let mut ld = ndarray::Array1::zeros(x.nrows());
+            let (n, c, t, b) = (&self.net, &self.cond[..], &self.trans[..], self.bound);
+            let tape = self.tape.record(x.nrows());
+            let mut y = x.to_owned();
+            match (self.affine, inverse) {
+                (true, true) => {
+                    affine_coupling_inverse(n, c, t, b, y.view_mut(), ld.view_mut(), tape)
+                }
+                (true, false) => {
+                    affine_coupling_forward(n, c, t, b, y.view_mut(), ld.view_mut(), tape)
+                }
+                (false, true) => {
+                    additive_coupling_inverse(n, c, t, y.view_mut(), ld.view_mut(), tape)
+                }
+                (false, false) => {
+                    additive_coupling_forward(n, c, t, y.view_mut(), ld.view_mut(), tape)
+                }
+            }
+            let mut other = crate::layers::testutil::uniform(&mut rng(99), 3, x.ncols(), 5.0);
+            let mut ld = ndarray::Array1::zeros(3);
+            self.inverse(other.view_mut(), ld.view_mut());
         }
     }
 
@@ -412,7 +447,8 @@ mod tests {
             dld: ArrayView1<f64>,
             grad: &mut Mlp<f64>,
         ) {
-            let (n, c, t, s) = (&self.net, &self.cond[..], &self.trans[..], &mut self.s);
+            self.record(x, true);
+            let (n, c, t, s) = (&self.net, &self.cond[..], &self.trans[..], &mut self.tape);
             if self.affine {
                 affine_coupling_backward(n, c, t, self.bound, x, g, dld, grad, s);
             } else {
@@ -426,7 +462,8 @@ mod tests {
             dld: ArrayView1<f64>,
             grad: &mut Mlp<f64>,
         ) {
-            let (n, c, t, s) = (&self.net, &self.cond[..], &self.trans[..], &mut self.s);
+            self.record(z, false);
+            let (n, c, t, s) = (&self.net, &self.cond[..], &self.trans[..], &mut self.tape);
             if self.affine {
                 affine_coupling_forward_backward(n, c, t, self.bound, z, g, dld, grad, s);
             } else {

@@ -8,6 +8,7 @@ pub(crate) mod coupling;
 mod coupling_row;
 mod elementwise;
 mod linear;
+mod tape;
 #[cfg(test)]
 pub(crate) mod testutil;
 
@@ -28,3 +29,4 @@ pub use elementwise::{
 };
 #[allow(unused_imports)]
 pub use linear::*;
+pub use tape::Tape;

@@ -6,7 +6,7 @@ use crate::base::{std_normal_log_prob, std_normal_sample};
 use crate::layers::testutil::{assert_close, fd_grad, flatten, randomize, rng};
 use crate::layers::{
     affine_coupling_backward, affine_coupling_forward, affine_coupling_forward_backward,
-    affine_coupling_inverse, CouplingScratch,
+    affine_coupling_inverse, CouplingScratch, Tape,
 };
 use crate::nn::{Activation, Mlp};
 use crate::params::Params;
@@ -73,8 +73,22 @@ impl Toy {
         let mut ge = self.elem.zeros_like();
         let mut gn = self.net.as_ref().map(zeros_like);
         if let (Some(net), Some(gn)) = (&self.net, &mut gn) {
-            let s = &mut CouplingScratch::default();
-            affine_coupling_backward(net, &COND, &TRANS, BOUND, h.view(), g.view_mut(), dld, gn, s);
+            // The backward kernel reads the conditioner run its forward step recorded.
+            let (mut z, mut ld) = (h.clone(), Array1::zeros(h.nrows()));
+            let tape = &mut Tape::<CouplingScratch<f64>>::default();
+            let s = tape.record(h.nrows());
+            affine_coupling_inverse(net, &COND, &TRANS, BOUND, z.view_mut(), ld.view_mut(), s);
+            affine_coupling_backward(
+                net,
+                &COND,
+                &TRANS,
+                BOUND,
+                h.view(),
+                g.view_mut(),
+                dld,
+                gn,
+                tape,
+            );
         }
         elementwise_backward(&Affine, &self.elem, &COLS, x, g.view_mut(), dld, &mut ge);
         self.flat(&ge, gn.as_ref())
@@ -149,9 +163,10 @@ impl Flow for Toy {
     ) -> (Vec<f64>, Array2<f64>) {
         let (mut h, mut ld) = (z.to_owned(), Array1::zeros(z.nrows()));
         let mut gn = self.net.as_ref().map(zeros_like);
-        let mut s = CouplingScratch::default();
+        let mut tape = Tape::<CouplingScratch<f64>>::default();
         if let Some(net) = &self.net {
-            affine_coupling_forward(net, &COND, &TRANS, BOUND, h.view_mut(), ld.view_mut(), &mut s);
+            let s = tape.record(z.nrows());
+            affine_coupling_forward(net, &COND, &TRANS, BOUND, h.view_mut(), ld.view_mut(), s);
         }
         let (mut g, mut ge) = (gx.to_owned(), self.elem.zeros_like());
         elementwise_forward_backward(
@@ -173,7 +188,7 @@ impl Flow for Toy {
                 g.view_mut(),
                 gld,
                 gn,
-                &mut s,
+                &mut tape,
             );
         }
         (self.flat(&ge, gn.as_ref()), g)

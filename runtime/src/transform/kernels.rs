@@ -12,7 +12,7 @@
 
 use super::{Dual, ElementParams, Scalar, Transformer};
 use crate::layers::coupling::{condition, condition_backward, net_out};
-use crate::layers::CouplingScratch;
+use crate::layers::{CouplingScratch, Tape};
 use crate::nn::{resize, Mlp};
 use crate::real::Real;
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Zip};
@@ -313,7 +313,8 @@ pub(crate) fn coupling_row<
 
 /// Backward pass of [`transformer_coupling_inverse`]. `x_in` is the layer's input; `g` holds
 /// dLoss/dz on entry and dLoss/dx on return; `dld` is dLoss/d(ld) per row. Accumulates the
-/// conditioner's parameter gradients into `grad`.
+/// conditioner's parameter gradients into `grad`. `tape` is what the same pass's
+/// [`transformer_coupling_inverse`] recorded (see [`crate::layers::Tape`]).
 #[allow(clippy::too_many_arguments)]
 pub fn transformer_coupling_backward<T: Real, Tr: Transformer<T>>(
     tr: &Tr,
@@ -324,17 +325,18 @@ pub fn transformer_coupling_backward<T: Real, Tr: Transformer<T>>(
     g: ArrayViewMut2<T>,
     dld: ArrayView1<T>,
     grad: &mut Mlp<T>,
-    s: &mut CouplingScratch<T>,
+    tape: &mut Tape<CouplingScratch<T>>,
 ) {
     debug_assert_eq!(x_in.dim(), g.dim(), "transformer_coupling_backward: shapes");
     let f = CouplingArgs { tr, dir: Dir::Apply, net, cond, trans };
-    by_width!(1 + tr.n_params(), N => f.backward::<N>(x_in, g, dld, grad, s))
+    by_width!(1 + tr.n_params(), N => f.backward::<N>(x_in, g, dld, grad, tape))
 }
 
 /// Backward pass of [`transformer_coupling_forward`]. `z_in` is the forward kernel's input;
 /// `g` holds dLoss/dx on entry and dLoss/dz on return; `dld` is dLoss/d(ld) per row.
 /// Accumulates the conditioner's parameter gradients into `grad`; the conditioned columns
 /// pass through (`x_c = z_c`), so the conditioner's input gradient is added to `g[:, cond]`.
+/// `tape` is what the same pass's [`transformer_coupling_forward`] recorded.
 #[allow(clippy::too_many_arguments)]
 pub fn transformer_coupling_forward_backward<T: Real, Tr: Transformer<T>>(
     tr: &Tr,
@@ -345,11 +347,11 @@ pub fn transformer_coupling_forward_backward<T: Real, Tr: Transformer<T>>(
     g: ArrayViewMut2<T>,
     dld: ArrayView1<T>,
     grad: &mut Mlp<T>,
-    s: &mut CouplingScratch<T>,
+    tape: &mut Tape<CouplingScratch<T>>,
 ) {
     debug_assert_eq!(z_in.dim(), g.dim(), "transformer_coupling_forward_backward: shapes");
     let f = CouplingArgs { tr, dir: Dir::Invert, net, cond, trans };
-    by_width!(1 + tr.n_params(), N => f.backward::<N>(z_in, g, dld, grad, s))
+    by_width!(1 + tr.n_params(), N => f.backward::<N>(z_in, g, dld, grad, tape))
 }
 
 /// The fixed arguments of a coupling's backward pass; `dir` is the map the differentiated
@@ -369,10 +371,10 @@ impl<T: Real, Tr: Transformer<T>> CouplingArgs<'_, Tr, T> {
         mut g: ArrayViewMut2<T>,
         dld: ArrayView1<T>,
         grad: &mut Mlp<T>,
-        s: &mut CouplingScratch<T>,
+        tape: &mut Tape<CouplingScratch<T>>,
     ) {
-        // Re-run the conditioner: the caller may have reused the scratch since the forward pass.
-        condition(self.net, self.cond, x_in, s);
+        // The conditioner's run is the one the same pass's forward step recorded.
+        let s = tape.replay(x_in.nrows());
         let np = self.tr.n_params();
         resize(&mut s.dout, x_in.nrows(), self.trans.len() * np);
         let mut vjp = Vjp::<T, N>::new(np);

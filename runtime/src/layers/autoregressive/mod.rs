@@ -13,6 +13,7 @@ mod solve;
 
 pub use made::{made_degrees, Made};
 
+use super::Tape;
 use crate::nn::{resize, Mlp, MlpScratch};
 use crate::real::Real;
 use crate::transform::{by_width, Dir, Transformer, Vjp};
@@ -133,7 +134,9 @@ pub fn ar_solve<T: Real, Tr: Transformer<T>>(
 
 /// Backward pass of [`ar_apply`]. `x_in` is its input; `g` holds dL/dy on entry and dL/dx on
 /// return; `dld` is dL/d(ld) per row. Accumulates the MADE's parameter gradients into `grad`
-/// (same architecture, e.g. [`Made::zeros`]); masked weights get exactly zero.
+/// (same architecture, e.g. [`Made::zeros`]); masked weights get exactly zero. `tape` is
+/// what the same pass's [`ar_apply`] recorded: its masked network, gathered input and
+/// activations are reused, not recomputed.
 #[allow(clippy::too_many_arguments)]
 pub fn ar_apply_backward<T: Real, Tr: Transformer<T>>(
     tr: &Tr,
@@ -143,10 +146,10 @@ pub fn ar_apply_backward<T: Real, Tr: Transformer<T>>(
     g: ArrayViewMut2<T>,
     dld: ArrayView1<T>,
     grad: &mut Made<T>,
-    s: &mut ArScratch<T>,
+    tape: &mut Tape<ArScratch<T>>,
 ) {
     debug_assert_eq!(x_in.dim(), g.dim(), "ar_apply_backward: shapes");
-    run_made(made, cols, x_in, s);
+    let s = tape.replay(x_in.nrows());
     // The transformer's own dL/dx into xbar, dL/dtheta into dout.
     gather(g.view(), cols, &mut s.xbar);
     let theta = made_out(&s.net, &s.empty);
@@ -166,7 +169,8 @@ pub fn ar_apply_backward<T: Real, Tr: Transformer<T>>(
 /// fixed-point iteration, each round one input-VJP through the MADE: round `i` fixes the
 /// inputs of the `i` highest degrees, so it is exact after at most `D` rounds (stopping as
 /// soon as nothing changes). Cost: the solve, one forward pass, up to `D` input-VJPs and one
-/// parameter backward pass.
+/// parameter backward pass. `tape` is the one the same pass's [`ar_solve`] recorded; the
+/// solve keeps no activations, so only its buffers are reused.
 #[allow(clippy::too_many_arguments)]
 pub fn ar_solve_backward<T: Real, Tr: Transformer<T>>(
     tr: &Tr,
@@ -176,9 +180,10 @@ pub fn ar_solve_backward<T: Real, Tr: Transformer<T>>(
     g: ArrayViewMut2<T>,
     dld: ArrayView1<T>,
     grad: &mut Made<T>,
-    s: &mut ArScratch<T>,
+    tape: &mut Tape<ArScratch<T>>,
 ) {
     debug_assert_eq!(y_in.dim(), g.dim(), "ar_solve_backward: shapes");
+    let s = tape.replay(y_in.nrows());
     let (n, d) = (y_in.nrows(), cols.len());
     solve_gathered(tr, made, cols, y_in, s);
     if let Some(eff) = &s.eff {

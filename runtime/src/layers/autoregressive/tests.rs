@@ -50,11 +50,28 @@ struct Flow<Tr> {
     cols: Vec<usize>,
     norm: Norm,
     s: ArScratch<f64>,
+    tape: Tape<ArScratch<f64>>,
 }
 
 impl<Tr: Transformer<f64>> Flow<Tr> {
     fn new(tr: Tr, made: Made<f64>, cols: &[usize], norm: Norm) -> Self {
-        Self { tr, made, cols: cols.to_vec(), norm, s: ArScratch::default() }
+        let (s, tape) = Default::default();
+        Self { tr, made, cols: cols.to_vec(), norm, s, tape }
+    }
+
+    /// The forward step of a backward pass at `x` (`ar_apply` if `apply`, else `ar_solve`),
+    /// recorded on the tape; then a call on other rows through the ordinary scratch, which
+    /// must not disturb what the backward kernel reads.
+    fn record(&mut self, x: ArrayView2<f64>, apply: bool) -> &mut Tape<ArScratch<f64>> {
+        let (mut y, mut ld) = (x.to_owned(), Array1::zeros(x.nrows()));
+        let (tr, m, c, t) = (&self.tr, &self.made, &self.cols[..], self.tape.record(x.nrows()));
+        match apply {
+            true => ar_apply(tr, m, c, y.view_mut(), ld.view_mut(), t),
+            false => ar_solve(tr, m, c, y.view_mut(), ld.view_mut(), t),
+        }
+        let mut other = uniform(&mut rng(99), 3, x.ncols(), 0.5);
+        self.apply(other.view_mut(), Array1::zeros(3).view_mut());
+        &mut self.tape
     }
     fn apply(&mut self, x: ArrayViewMut2<f64>, ld: ArrayViewMut1<f64>) {
         ar_apply(&self.tr, &self.made, &self.cols, x, ld, &mut self.s);
@@ -88,7 +105,9 @@ impl<Tr: Transformer<f64>> Layer for Flow<Tr> {
         dld: ArrayView1<f64>,
         grad: &mut Made<f64>,
     ) {
-        let (tr, m, c, s) = (&self.tr, &self.made, &self.cols[..], &mut self.s);
+        let apply = matches!(self.norm, Norm::Apply);
+        self.record(x_in, apply);
+        let (tr, m, c, s) = (&self.tr, &self.made, &self.cols[..], &mut self.tape);
         match self.norm {
             Norm::Apply => ar_apply_backward(tr, m, c, x_in, g, dld, grad, s),
             Norm::Solve => ar_solve_backward(tr, m, c, x_in, g, dld, grad, s),
@@ -102,7 +121,9 @@ impl<Tr: Transformer<f64>> Layer for Flow<Tr> {
         dld: ArrayView1<f64>,
         grad: &mut Made<f64>,
     ) {
-        let (tr, m, c, s) = (&self.tr, &self.made, &self.cols[..], &mut self.s);
+        let apply = matches!(self.norm, Norm::Solve);
+        self.record(z_in, apply);
+        let (tr, m, c, s) = (&self.tr, &self.made, &self.cols[..], &mut self.tape);
         match self.norm {
             Norm::Apply => ar_solve_backward(tr, m, c, z_in, g, dld, grad, s),
             Norm::Solve => ar_apply_backward(tr, m, c, z_in, g, dld, grad, s),

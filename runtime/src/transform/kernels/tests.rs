@@ -78,6 +78,7 @@ struct Coup<Tr> {
     cond: Vec<usize>,
     trans: Vec<usize>,
     s: CouplingScratch<f64>,
+    tape: Tape<CouplingScratch<f64>>,
 }
 
 impl<Tr: Transformer<f64>> Coup<Tr> {
@@ -86,7 +87,23 @@ impl<Tr: Transformer<f64>> Coup<Tr> {
         let mut net = Mlp::zeros(&[cond.len(), 6, 5, out], Activation::Tanh);
         randomize(&mut net, &mut rng(seed), scale);
         let (cond, trans) = (cond.to_vec(), trans.to_vec());
-        Self { tr, net, cond, trans, s: CouplingScratch::default() }
+        let (s, tape) = Default::default();
+        Self { tr, net, cond, trans, s, tape }
+    }
+
+    /// The forward step of a backward pass at `x` (`inverse`: the normalizing kernel),
+    /// recorded on the tape; then a call on the rows reversed through the ordinary scratch,
+    /// which must not disturb what the backward kernel reads.
+    fn record(&mut self, x: ArrayView2<f64>, inverse: bool) {
+        let (mut y, mut ld) = (x.to_owned(), ndarray::Array1::zeros(x.nrows()));
+        let (tr, n, c, t) = (&self.tr, &self.net, &self.cond[..], &self.trans[..]);
+        let tape = self.tape.record(x.nrows());
+        match inverse {
+            true => transformer_coupling_inverse(tr, n, c, t, y.view_mut(), ld.view_mut(), tape),
+            false => transformer_coupling_forward(tr, n, c, t, y.view_mut(), ld.view_mut(), tape),
+        }
+        let mut other = x.slice(ndarray::s![..;-1, ..]).to_owned();
+        self.inverse(other.view_mut(), ld.view_mut());
     }
 }
 
@@ -110,8 +127,9 @@ impl<Tr: Transformer<f64>> Layer for Coup<Tr> {
         dld: ArrayView1<f64>,
         grad: &mut Mlp<f64>,
     ) {
-        let (c, t) = (&self.cond[..], &self.trans[..]);
-        transformer_coupling_backward(&self.tr, &self.net, c, t, x, g, dld, grad, &mut self.s);
+        self.record(x, true);
+        let (c, t, tape) = (&self.cond[..], &self.trans[..], &mut self.tape);
+        transformer_coupling_backward(&self.tr, &self.net, c, t, x, g, dld, grad, tape);
     }
     fn forward_backward(
         &mut self,
@@ -120,7 +138,8 @@ impl<Tr: Transformer<f64>> Layer for Coup<Tr> {
         dld: ArrayView1<f64>,
         grad: &mut Mlp<f64>,
     ) {
-        let (c, t, s) = (&self.cond[..], &self.trans[..], &mut self.s);
+        self.record(z, false);
+        let (c, t, s) = (&self.cond[..], &self.trans[..], &mut self.tape);
         transformer_coupling_forward_backward(&self.tr, &self.net, c, t, z, g, dld, grad, s);
     }
 }
