@@ -43,27 +43,9 @@ pub fn gemm<T: Real>(
     // for the whole call, and `c` is borrowed mutably, so it aliases neither `a` nor `b`.
     unsafe {
         if TypeId::of::<T>() == TypeId::of::<f64>() {
-            faer_gemm::<f64>(
-                a.as_ptr().cast(),
-                a.strides(),
-                b.as_ptr().cast(),
-                b.strides(),
-                c.as_mut_ptr().cast(),
-                c.strides(),
-                (m, k, n),
-                accumulate,
-            );
+            faer_gemm::<T, f64>(a, b, c.view_mut(), accumulate);
         } else if TypeId::of::<T>() == TypeId::of::<f32>() {
-            faer_gemm::<f32>(
-                a.as_ptr().cast(),
-                a.strides(),
-                b.as_ptr().cast(),
-                b.strides(),
-                c.as_mut_ptr().cast(),
-                c.strides(),
-                (m, k, n),
-                accumulate,
-            );
+            faer_gemm::<T, f32>(a, b, c.view_mut(), accumulate);
         } else {
             let beta = if accumulate { T::one() } else { T::zero() };
             ndarray::linalg::general_mat_mul(T::one(), &a, &b, beta, &mut c);
@@ -71,22 +53,21 @@ pub fn gemm<T: Real>(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-unsafe fn faer_gemm<T: faer::traits::ComplexField + Copy + num_traits::One>(
-    a: *const T,
-    sa: &[isize],
-    b: *const T,
-    sb: &[isize],
-    c: *mut T,
-    sc: &[isize],
-    (m, k, n): (usize, usize, usize),
+/// The faer product on the memory of the views, read as `U` (the caller has checked that
+/// `T` is `U`).
+unsafe fn faer_gemm<T, U: faer::traits::ComplexField + Copy + num_traits::One>(
+    a: ArrayView2<T>,
+    b: ArrayView2<T>,
+    mut c: ArrayViewMut2<T>,
     accumulate: bool,
 ) {
-    let fa = faer::MatRef::<T>::from_raw_parts(a, m, k, sa[0], sa[1]);
-    let fb = faer::MatRef::<T>::from_raw_parts(b, k, n, sb[0], sb[1]);
-    let fc = faer::MatMut::<T>::from_raw_parts_mut(c, m, n, sc[0], sc[1]);
+    let ((m, k), n) = (a.dim(), b.ncols());
+    let (sa, sb, sc) = (a.strides(), b.strides(), [c.strides()[0], c.strides()[1]]);
+    let fa = faer::MatRef::<U>::from_raw_parts(a.as_ptr().cast(), m, k, sa[0], sa[1]);
+    let fb = faer::MatRef::<U>::from_raw_parts(b.as_ptr().cast(), k, n, sb[0], sb[1]);
+    let fc = faer::MatMut::<U>::from_raw_parts_mut(c.as_mut_ptr().cast(), m, n, sc[0], sc[1]);
     let accum = if accumulate { faer::Accum::Add } else { faer::Accum::Replace };
-    faer::linalg::matmul::matmul(fc, accum, fa, fb, T::one(), faer::Par::Seq);
+    faer::linalg::matmul::matmul(fc, accum, fa, fb, U::one(), faer::Par::Seq);
     clear_upper_registers();
 }
 
