@@ -8,7 +8,7 @@
 //! strides, so transposed views cost nothing.
 
 use crate::real::Real;
-use ndarray::{ArrayView2, ArrayViewMut2};
+use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 use std::any::TypeId;
 
 /// `c = a b` (`accumulate == false`) or `c += a b`.
@@ -33,6 +33,18 @@ pub fn gemm<T: Real>(
         if !accumulate {
             c.fill(T::zero());
         }
+        return;
+    }
+    if split_product(m, k, n) {
+        // Halves of the output, rows or columns (whichever is longer): no reduction needed.
+        let (a0, a1, b0, b1, (c0, c1)) = if m >= n {
+            let (a0, a1) = a.split_at(Axis(0), m / 2);
+            (a0, a1, b, b, c.split_at(Axis(0), m / 2))
+        } else {
+            let (b0, b1) = b.split_at(Axis(1), n / 2);
+            (a, a, b0, b1, c.split_at(Axis(1), n / 2))
+        };
+        rayon::join(|| gemm(a0, b0, c0, accumulate), || gemm(a1, b1, c1, accumulate));
         return;
     }
     if m <= SMALL_ROWS && b.strides()[1] == 1 && b.strides()[0] >= 0 {
@@ -162,6 +174,25 @@ pub const PAR_MIN_ROWS: usize = 1024;
 /// Rows a thread runs through all layers before the next block, so that a block's
 /// activations are still in cache when the next layer reads them.
 pub const TILE_ROWS: usize = 256;
+
+/// Multiply-adds from which one product is split across two threads when its caller runs on
+/// no worker thread (a batch of fewer than [`PAR_MIN_ROWS`] rows through a wide network: C2's
+/// MADE at batch 256 does 4-17 M per product). C1's 64-wide products (1 M at batch 256) stay
+/// on one thread, where a fork-join per product was measured to cost more than it brought.
+pub const PAR_MIN_MACS: usize = 1 << 21;
+
+/// Whether an `m x k . k x n` product is split in two halves on two threads: large enough,
+/// and called from outside the thread pool (inside a half of a split batch, or of a split
+/// product, it is not split again).
+fn split_product(m: usize, k: usize, n: usize) -> bool {
+    split_worth(m.saturating_mul(k).saturating_mul(n), m.max(n))
+}
+
+/// Whether work of `macs` multiply-adds whose longest side is `longest` is split across two
+/// threads (see [`split_product`]).
+pub(crate) fn split_worth(macs: usize, longest: usize) -> bool {
+    macs >= PAR_MIN_MACS && longest >= 2 && crate::par::may_fork()
+}
 
 /// How many row blocks (threads) a batch of `n` rows gets: 1 or 2. Always 1 inside a part
 /// of a batch that [`crate::par::map_rows`] already split (no nested fork-joins).

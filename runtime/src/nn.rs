@@ -11,8 +11,13 @@ use ndarray::{
 };
 use rand::RngExt;
 
+pub(crate) mod blocked;
 mod row;
+pub use blocked::{blocks_of_mask, Block};
 pub use row::RowScratch;
+
+/// Per layer, the column blocks its weight is nonzero on (see `blocked.rs`); `None`: dense.
+pub(crate) type Sparsity<'a> = Option<&'a [Vec<Block>]>;
 
 /// The nonlinearity applied after every layer but the last.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -151,6 +156,11 @@ impl<T: Real> Mlp<T> {
     /// rows through all layers in tiles of [`gemm::TILE_ROWS`] rows, so that a tile's
     /// activations are still in cache when the next layer reads them.
     pub fn forward(&self, x: ArrayView2<T>, s: &mut MlpScratch<T>) {
+        self.forward_sparse(x, s, None)
+    }
+
+    /// [`Mlp::forward`] of a network whose weights are zero outside `sp`'s blocks.
+    pub(crate) fn forward_sparse(&self, x: ArrayView2<T>, s: &mut MlpScratch<T>, sp: Sparsity) {
         let n = x.nrows();
         if self.layers.is_empty() {
             resize_all(&mut s.acts, n, [x.ncols()].into_iter());
@@ -161,18 +171,21 @@ impl<T: Real> Mlp<T> {
         debug_assert_eq!(x.ncols(), self.layers[0].w.nrows(), "Mlp::forward: input width");
         if gemm::row_parts(n) == 1 {
             let mut outs: Vec<ArrayViewMut2<T>> = s.acts.iter_mut().map(|a| a.view_mut()).collect();
-            self.forward_rows(x, &mut outs);
+            self.forward_rows(x, &mut outs, sp);
         } else {
             let mid = n / 2;
             let (mut top, mut bottom): (Vec<_>, Vec<_>) =
                 s.acts.iter_mut().map(|a| a.view_mut().split_at(Axis(0), mid)).unzip();
             let (xt, xb) = x.split_at(Axis(0), mid);
-            rayon::join(|| self.forward_rows(xt, &mut top), || self.forward_rows(xb, &mut bottom));
+            rayon::join(
+                || self.forward_rows(xt, &mut top, sp),
+                || self.forward_rows(xb, &mut bottom, sp),
+            );
         }
     }
 
     /// [`Mlp::forward`] of the rows of `x` into `outs` (one view per layer, same rows).
-    fn forward_rows(&self, x: ArrayView2<T>, outs: &mut [ArrayViewMut2<T>]) {
+    fn forward_rows(&self, x: ArrayView2<T>, outs: &mut [ArrayViewMut2<T>], sp: Sparsity) {
         let last = self.layers.len() - 1;
         let n = x.nrows();
         for start in (0..n).step_by(gemm::TILE_ROWS) {
@@ -181,7 +194,12 @@ impl<T: Real> Mlp<T> {
                 let (done, rest) = outs.split_at_mut(i);
                 let input = if i == 0 { x.slice(rows) } else { done[i - 1].slice(rows) };
                 let mut out = rest[0].slice_mut(rows);
-                gemm::gemm(input, layer.w.view(), out.view_mut(), false);
+                match sp {
+                    None => gemm::gemm(input, layer.w.view(), out.view_mut(), false),
+                    Some(b) => {
+                        blocked::product(input, layer.w.view(), out.view_mut(), false, &b[i])
+                    }
+                }
                 let act = if i < last { Some(self.act) } else { None };
                 add_bias_activate(out, &layer.b, act);
             }
@@ -200,7 +218,21 @@ impl<T: Real> Mlp<T> {
         s: &mut MlpScratch<T>,
         dout: ArrayView2<T>,
         grad: &mut Mlp<T>,
+        dx: Option<ArrayViewMut2<T>>,
+    ) {
+        self.backward_sparse(x, s, dout, grad, dx, None)
+    }
+
+    /// [`Mlp::backward`] of a network whose weights are zero outside `sp`'s blocks: the
+    /// gradient of a weight outside them is not accumulated.
+    pub(crate) fn backward_sparse(
+        &self,
+        x: ArrayView2<T>,
+        s: &mut MlpScratch<T>,
+        dout: ArrayView2<T>,
+        grad: &mut Mlp<T>,
         mut dx: Option<ArrayViewMut2<T>>,
+        sp: Sparsity,
     ) {
         debug_assert_eq!(grad.layers.len(), self.layers.len(), "Mlp::backward: grad architecture");
         let nl = self.layers.len();
@@ -212,19 +244,24 @@ impl<T: Real> Mlp<T> {
         }
         let widths = self.layers[..nl - 1].iter().map(|l| l.b.len());
         resize_all(&mut s.deltas, x.nrows(), widths);
-        let par = gemm::row_parts(x.nrows()) > 1;
+        let n = x.nrows();
+        let rows_split = gemm::row_parts(n) > 1;
         for i in (0..nl).rev() {
+            let blocks = sp.map(|b| &b[i][..]);
+            // A blocked layer is split here (its products are too small to split themselves).
+            let par = rows_split
+                || blocks.is_some_and(|b| gemm::split_worth(blocked::layer_macs(n, b), n));
             let (below, here) = s.deltas.split_at_mut(i);
             let delta = if i == nl - 1 { dout.view() } else { here[0].view() };
             let input = if i == 0 { x.view() } else { s.acts[i - 1].view() };
             let (layer, gl) = (&self.layers[i], &mut grad.layers[i]);
-            weight_grad(input, delta, gl, par);
+            weight_grad(input, delta, gl, par, blocks);
             if i > 0 {
                 let below = below[i - 1].view_mut();
                 let act = Some((self.act, s.acts[i - 1].view()));
-                pass_down(delta, layer.w.view(), below, act, false, par);
+                pass_down(delta, layer.w.view(), below, act, false, par, blocks);
             } else if let Some(dx) = dx.as_mut() {
-                pass_down(delta, layer.w.view(), dx.view_mut(), None, true, par);
+                pass_down(delta, layer.w.view(), dx.view_mut(), None, true, par, blocks);
             }
         }
     }
@@ -273,7 +310,16 @@ fn bias_map_body<T: Real>(mut out: ArrayViewMut2<T>, b: &Array1<T>, f: impl Fn(T
 
 /// `gl.w += input^T delta`, `gl.b += column sums of delta`; with `par`, the columns are
 /// split between two threads.
-fn weight_grad<T: Real>(input: ArrayView2<T>, delta: ArrayView2<T>, gl: &mut Dense<T>, par: bool) {
+fn weight_grad<T: Real>(
+    input: ArrayView2<T>,
+    delta: ArrayView2<T>,
+    gl: &mut Dense<T>,
+    par: bool,
+    blocks: Option<&[Block]>,
+) {
+    if let Some(blocks) = blocks {
+        return blocked_weight_grad(input, delta, gl, par, blocks);
+    }
     let cols = delta.ncols();
     if par && cols >= 2 {
         let mid = cols / 2;
@@ -294,6 +340,29 @@ fn weight_grad<T: Real>(input: ArrayView2<T>, delta: ArrayView2<T>, gl: &mut Den
         gemm::gemm(input.t(), delta, gl.w.view_mut(), true);
         column_sums_into(delta, gl.b.view_mut());
     }
+}
+
+/// [`weight_grad`] on `blocks` only; with `par`, two groups of blocks of about equal work on
+/// two threads.
+fn blocked_weight_grad<T: Real>(
+    input: ArrayView2<T>,
+    delta: ArrayView2<T>,
+    gl: &mut Dense<T>,
+    par: bool,
+    blocks: &[Block],
+) {
+    let cut = blocked::balanced_cut(blocks);
+    if par && cut < blocks.len() {
+        let col = blocks[cut].cols.start;
+        let (w0, w1) = gl.w.view_mut().split_at(Axis(1), col);
+        rayon::join(
+            || blocked::weight_product(input, delta, w0, &blocks[..cut], 0),
+            || blocked::weight_product(input, delta, w1, &blocks[cut..], col),
+        );
+    } else {
+        blocked::weight_product(input, delta, gl.w.view_mut(), blocks, 0);
+    }
+    column_sums_into(delta, gl.b.view_mut());
 }
 
 /// `b += sum over rows of d`.
@@ -333,11 +402,15 @@ fn pass_down<T: Real>(
     act: Option<(Activation, ArrayView2<T>)>,
     accumulate: bool,
     par: bool,
+    blocks: Option<&[Block]>,
 ) {
     let run = |delta: ArrayView2<T>,
                mut out: ArrayViewMut2<T>,
                act: Option<(Activation, ArrayView2<T>)>| {
-        gemm::gemm(delta, w.t(), out.view_mut(), accumulate);
+        match blocks {
+            None => gemm::gemm(delta, w.t(), out.view_mut(), accumulate),
+            Some(b) => blocked::product_t(delta, w, out.view_mut(), accumulate, b),
+        }
         if let Some((act, y)) = act {
             act.mul_derivative(out, y);
         }

@@ -38,6 +38,19 @@ fn adam_body<'a, T: Real>(
     }
 }
 
+/// Parameters from which an update is split across two threads (C2's MADEs have 576,640; an
+/// update reads and writes four arrays of that length).
+const PAR_MIN_PARAMS: usize = 1 << 16;
+
+/// [`adam_body`] compiled for the CPU's widest vector instructions (runtime dispatch), so the
+/// square roots and divisions run several to an instruction in a default build.
+fn adam_simd<T: Real>(p: &mut [T], g: &[T], m: &mut [f64], v: &mut [f64], k: [f64; 5]) {
+    crate::nn::simd(
+        #[inline(always)]
+        || adam_body(p, g, m.iter_mut().zip(v.iter_mut()), k),
+    );
+}
+
 impl Adam {
     /// Adam for `n_params` parameters with PyTorch's defaults (0.9, 0.999, 1e-8).
     pub fn new(n_params: usize, lr: f64) -> Self {
@@ -66,13 +79,17 @@ impl Adam {
         let step_size = self.lr / bias1;
         let (b1, b2) = (self.beta1, self.beta2);
         let eps = self.eps;
-        let moments = self.m.iter_mut().zip(self.v.iter_mut());
-        // Compiled for the CPU's widest vector instructions (runtime dispatch), so the
-        // square roots and divisions run several to an instruction in a default build.
-        crate::nn::simd(
-            #[inline(always)]
-            || adam_body(params, grad, moments, [b1, b2, bias2_sqrt, eps, step_size]),
-        );
+        let k = [b1, b2, bias2_sqrt, eps, step_size];
+        let (m, v) = (&mut self.m[..], &mut self.v[..]);
+        if params.len() >= PAR_MIN_PARAMS && crate::par::may_fork() {
+            // Elementwise: two halves on two threads give the same result.
+            let mid = params.len() / 2;
+            let ((p0, p1), (g0, g1)) = (params.split_at_mut(mid), grad.split_at(mid));
+            let ((m0, m1), (v0, v1)) = (m.split_at_mut(mid), v.split_at_mut(mid));
+            rayon::join(|| adam_simd(p0, g0, m0, v0, k), || adam_simd(p1, g1, m1, v1, k));
+        } else {
+            adam_simd(params, grad, m, v, k);
+        }
     }
 
     /// Forgets the moments and the step count.
@@ -137,6 +154,27 @@ mod tests {
             assert!((p64[i] - a[i]).abs() < 1e-3, "f64 p[{i}] = {}", p64[i]);
             assert!((p32[i] as f64 - a[i]).abs() < 1e-3, "f32 p[{i}] = {}", p32[i]);
         }
+    }
+
+    #[test]
+    fn large_updates_split_across_threads_equal_the_serial_update() {
+        let n = PAR_MIN_PARAMS + 3;
+        let p0: Vec<f32> = (0..n).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
+        let g: Vec<f32> = (0..n).map(|i| ((i * 5) % 11) as f32 * 0.1 - 0.5).collect();
+        let run = |serial: bool| {
+            let (mut p, mut adam) = (p0.clone(), Adam::new(n, 0.01));
+            for _ in 0..3 {
+                if serial {
+                    crate::par::serial(|| adam.step(&mut p, &g));
+                } else {
+                    adam.step(&mut p, &g);
+                }
+            }
+            (p, adam.m, adam.v)
+        };
+        let split = run(false);
+        assert_ne!(split.0, p0);
+        assert_eq!(split, run(true));
     }
 
     #[test]

@@ -26,6 +26,12 @@ pub fn may_split() -> bool {
     !NO_SPLIT.with(Cell::get)
 }
 
+/// Whether work may be forked onto a second thread here: there is one, this thread is not
+/// already one of the pool's (no nested fork-joins) and [`may_split`] holds.
+pub fn may_fork() -> bool {
+    rayon::current_num_threads() > 1 && rayon::current_thread_index().is_none() && may_split()
+}
+
 /// Runs `f` with every split and row tiling of this module and of the MLPs disabled on this
 /// thread: the whole batch in one block, the reference for the split path.
 pub fn serial<R>(f: impl FnOnce() -> R) -> R {

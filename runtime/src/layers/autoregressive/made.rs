@@ -8,11 +8,20 @@
 //! mask, as zuko's and nflows' `MaskedLinear` do, so masked entries never reach the output and
 //! get a zero gradient whatever a weights file holds. The masked entries stay parameters (the
 //! counts match zuko's).
+//!
+//! The masked network the kernels run ([`Made::masked_into`]) is in *degree order*: its
+//! inputs are the MADE's inputs sorted by degree and its output columns the raw parameters of
+//! those inputs in the same order (hidden degrees are nondecreasing already). Then every
+//! mask is a staircase and each product skips the blocks it zeroes (`nn/blocked.rs`).
 
-use crate::nn::{Activation, Mlp};
+use crate::nn::{blocks_of_mask, Activation, Block, Mlp};
 use crate::params::Params;
 use crate::real::Real;
-use ndarray::{Array2, ArrayView2, ArrayViewMut2, Zip};
+use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut2, Zip};
+
+/// Output columns per block of a masked product: narrower blocks skip more of the masked
+/// triangle, wider ones make fewer, more efficient products.
+const BLOCK_COLS: usize = 32;
 
 /// A masked MLP: `sizes = [D, h1, .., hL, D * n_params]`.
 #[derive(Clone, Debug, PartialEq)]
@@ -25,8 +34,15 @@ pub struct Made<T> {
     /// Raw transformer parameters per input: output column `k * n_params + j` is parameter
     /// `j` of input `k`.
     pub n_params: usize,
-    /// One 0/1 matrix per dense layer, shaped like its weight.
+    /// The MADE's inputs in degree order (ties by index), and their degrees.
+    ord: Vec<usize>,
+    sorted_deg: Vec<usize>,
+    /// Output column `c` of the masked network is column `out_perm[c]` of the last layer.
+    out_perm: Vec<usize>,
+    /// One 0/1 matrix per dense layer, shaped like its weight, in degree order.
     masks: Vec<Array2<T>>,
+    /// Per dense layer, the column blocks of its mask (in degree order).
+    blocks: Vec<Vec<Block>>,
 }
 
 impl<T: Real> Made<T> {
@@ -66,10 +82,17 @@ impl<T: Real> Made<T> {
             assert_eq!(h.len(), *w, "Made: hidden degree count");
         }
         let hidden_deg: Vec<Vec<usize>> = hidden_deg.iter().map(|h| h.to_vec()).collect();
-        let masks = (0..widths.len())
-            .map(|i| layer_mask(in_deg, &hidden_deg, n_params, i, widths[i]))
+        let mut ord: Vec<usize> = (0..d).collect();
+        ord.sort_by_key(|&k| in_deg[k]);
+        let sorted_deg: Vec<usize> = ord.iter().map(|&k| in_deg[k]).collect();
+        let np = n_params.max(1);
+        let out_perm = (0..d * n_params).map(|c| ord[c / np] * n_params + c % np).collect();
+        let masks: Vec<Array2<T>> = (0..widths.len())
+            .map(|i| layer_mask(&sorted_deg, &hidden_deg, n_params, i, widths[i]))
             .collect();
-        Self { net, in_deg: in_deg.to_vec(), hidden_deg, n_params, masks }
+        let blocks = masks.iter().map(|m| blocks_of_mask(m.view(), BLOCK_COLS)).collect();
+        let in_deg = in_deg.to_vec();
+        Self { net, in_deg, hidden_deg, n_params, ord, sorted_deg, out_perm, masks, blocks }
     }
 
     /// The number of inputs (and of transformed dimensions).
@@ -77,7 +100,32 @@ impl<T: Real> Made<T> {
         self.in_deg.len()
     }
 
-    /// Writes the masked network into `dst`, reusing its buffers when the shapes match.
+    /// The input degrees in degree order: the masked network's input degrees.
+    pub(crate) fn sorted_deg(&self) -> &[usize] {
+        &self.sorted_deg
+    }
+
+    /// The masked network's column blocks, per layer.
+    pub(crate) fn blocks(&self) -> &[Vec<Block>] {
+        &self.blocks
+    }
+
+    /// Writes `cols` (physical column of each MADE input) in degree order into `out`: the
+    /// columns the masked network reads and whose parameters it computes, in its order.
+    pub(crate) fn sorted_cols(&self, cols: &[usize], out: &mut Vec<usize>) {
+        out.clear();
+        out.extend(self.ord.iter().map(|&k| cols[k]));
+    }
+
+    /// How rows (the first layer's) and columns (the last layer's) of layer `i` of the masked
+    /// network map to those of `net`; `None`: the identity.
+    fn perms(&self, i: usize) -> (Option<&[usize]>, Option<&[usize]>) {
+        let last = self.net.layers.len() - 1;
+        (Some(&self.ord[..]).filter(|_| i == 0), Some(&self.out_perm[..]).filter(|_| i == last))
+    }
+
+    /// Writes the masked network, in degree order, into `dst`, reusing its buffers when the
+    /// shapes match.
     pub(crate) fn masked_into<'a>(&self, dst: &'a mut Option<Mlp<T>>) -> &'a Mlp<T> {
         let eff = dst.get_or_insert_with(|| self.net.clone());
         if eff.layers.len() != self.net.layers.len()
@@ -86,18 +134,48 @@ impl<T: Real> Made<T> {
             *eff = self.net.clone();
         }
         eff.act = self.net.act;
-        for ((e, l), m) in eff.layers.iter_mut().zip(&self.net.layers).zip(&self.masks) {
-            Zip::from(&mut e.w).and(&l.w).and(m).for_each(|e, &w, &m| *e = w * m);
-            e.b.assign(&l.b);
+        for (i, ((e, l), m)) in
+            eff.layers.iter_mut().zip(&self.net.layers).zip(&self.masks).enumerate()
+        {
+            let (rows, cols) = self.perms(i);
+            for (r, (mut e, m)) in e.w.rows_mut().into_iter().zip(m.rows()).enumerate() {
+                let w = l.w.row(rows.map_or(r, |p| p[r]));
+                match cols {
+                    None => Zip::from(&mut e).and(&w).and(&m).for_each(|e, &w, &m| *e = w * m),
+                    Some(p) => Zip::from(&mut e)
+                        .and(ArrayView1::from(p))
+                        .and(&m)
+                        .for_each(|e, &c, &m| *e = w[c] * m),
+                }
+            }
+            match cols {
+                None => e.b.assign(&l.b),
+                Some(p) => e.b.iter_mut().zip(p).for_each(|(e, &c)| *e = l.b[c]),
+            }
         }
         eff
     }
 
-    /// Adds the masked gradient of the masked network, `geff`, into `grad`'s network.
+    /// Adds the masked gradient of the masked network, `geff` (degree order), into `grad`'s
+    /// network.
     pub(crate) fn add_masked_grad(&self, geff: &Mlp<T>, grad: &mut Made<T>) {
-        for ((g, e), m) in grad.net.layers.iter_mut().zip(&geff.layers).zip(&self.masks) {
-            Zip::from(&mut g.w).and(&e.w).and(m).for_each(|g, &e, &m| *g += e * m);
-            g.b += &e.b;
+        for (i, ((g, e), m)) in
+            grad.net.layers.iter_mut().zip(&geff.layers).zip(&self.masks).enumerate()
+        {
+            let (rows, cols) = self.perms(i);
+            for (r, (e, m)) in e.w.rows().into_iter().zip(m.rows()).enumerate() {
+                let mut g = g.w.row_mut(rows.map_or(r, |p| p[r]));
+                match cols {
+                    None => Zip::from(&mut g).and(&e).and(&m).for_each(|g, &e, &m| *g += e * m),
+                    Some(p) => {
+                        p.iter().zip(e).zip(m).for_each(|((&c, &e), &m)| g[c] += e * m);
+                    }
+                }
+            }
+            match cols {
+                None => g.b += &e.b,
+                Some(p) => p.iter().zip(&e.b).for_each(|(&c, &e)| g.b[c] += e),
+            }
         }
     }
 }
@@ -152,24 +230,25 @@ impl<T: Real> Params<T> for Made<T> {
 /// `net.forward`, whose layer outputs are `acts`: `dx = dout . J`. `deltas` are buffers.
 pub(crate) fn input_vjp<T: Real>(
     net: &Mlp<T>,
+    blocks: &[Vec<Block>],
     acts: &[Array2<T>],
     dout: ArrayView2<T>,
     deltas: &mut Vec<Array2<T>>,
     mut dx: ArrayViewMut2<T>,
 ) {
-    use ndarray::linalg::general_mat_mul;
+    use crate::nn::blocked::product_t;
     let nl = net.layers.len();
     deltas.resize_with(nl, || Array2::zeros((0, 0)));
     for i in (0..nl).rev() {
         let (below, here) = deltas.split_at_mut(i);
         let delta = if i == nl - 1 { dout } else { here[0].view() };
-        let w = net.layers[i].w.t();
+        let w = net.layers[i].w.view();
         if i == 0 {
-            general_mat_mul(T::one(), &delta, &w, T::zero(), &mut dx);
+            product_t(delta, w, dx.view_mut(), false, &blocks[i]);
         } else {
             let prev = &mut below[i - 1];
-            crate::nn::resize(prev, delta.nrows(), w.ncols());
-            general_mat_mul(T::one(), &delta, &w, T::zero(), prev);
+            crate::nn::resize(prev, delta.nrows(), w.nrows());
+            product_t(delta, w, prev.view_mut(), false, &blocks[i]);
             net.act.mul_derivative(prev.view_mut(), acts[i - 1].view());
         }
     }

@@ -17,7 +17,7 @@ use super::Tape;
 use crate::nn::{resize, Mlp, MlpScratch};
 use crate::real::Real;
 use crate::transform::{by_width, Dir, Transformer, Vjp};
-use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Zip};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Zip};
 
 /// Buffers of the autoregressive kernels, reused across calls: nothing is allocated once
 /// warm for a fixed batch size.
@@ -41,6 +41,8 @@ pub struct ArScratch<T> {
     gbar: Array2<T>,
     ld: Array1<T>,
     ident: Vec<usize>,
+    /// The layer's columns in the masked network's (degree) order: see `Made::sorted_cols`.
+    cols: Vec<usize>,
     empty: Array2<T>,
     plan: solve::Plan<T>,
     tile: solve::Tile<T>,
@@ -69,10 +71,23 @@ fn zeroed<'a, T: Real>(dst: &'a mut Option<Mlp<T>>, like: &Mlp<T>) -> &'a mut Ml
     g
 }
 
-/// Runs the masked network on `x[:, cols]`: its output is [`made_out`].
+/// Runs the masked network on `x[:, cols]` (`cols` in degree order): its output is
+/// [`made_out`].
 fn run_made<T: Real>(made: &Made<T>, cols: &[usize], x: ArrayView2<T>, s: &mut ArScratch<T>) {
     gather(x, cols, &mut s.xin);
-    made.masked_into(&mut s.eff).forward(s.xin.view(), &mut s.net);
+    let eff = made.masked_into(&mut s.eff);
+    eff.forward_sparse(s.xin.view(), &mut s.net, Some(made.blocks()));
+}
+
+/// `cols` in degree order, in a buffer taken from `s` (give it back with [`give_back`]).
+fn sorted<T: Real>(made: &Made<T>, cols: &[usize], s: &mut ArScratch<T>) -> Vec<usize> {
+    let mut sorted = std::mem::take(&mut s.cols);
+    made.sorted_cols(cols, &mut sorted);
+    sorted
+}
+
+fn give_back<T>(s: &mut ArScratch<T>, cols: Vec<usize>) {
+    s.cols = cols;
 }
 
 /// The MADE's output after [`run_made`]: row `r`, columns `[k P, (k + 1) P)` are the raw
@@ -94,25 +109,51 @@ pub fn ar_apply<T: Real, Tr: Transformer<T>>(
     tr: &Tr,
     made: &Made<T>,
     cols: &[usize],
-    mut x: ArrayViewMut2<T>,
+    x: ArrayViewMut2<T>,
     ld: ArrayViewMut1<T>,
     s: &mut ArScratch<T>,
 ) {
     debug_assert_eq!(tr.n_params(), made.n_params, "ar_apply: raw parameter count");
-    let np = made.n_params;
-    run_made(made, cols, x.view(), s);
-    Zip::from(x.rows_mut()).and(made_out(&s.net, &s.empty).rows()).and(ld).for_each(
-        |mut row, o, ld| {
-            let o = row_of(o);
-            let mut acc = T::zero();
-            for (k, &c) in cols.iter().enumerate() {
-                let (y, l) = tr.apply(row[c], &o[k * np..(k + 1) * np]);
-                row[c] = y;
-                acc += l;
-            }
-            *ld += acc;
-        },
-    );
+    let cols = sorted(made, cols, s);
+    run_made(made, &cols, x.view(), s);
+    apply_rows(tr, &cols, x, made_out(&s.net, &s.empty), ld);
+    give_back(s, cols);
+}
+
+/// Elements from which an elementwise pass over a batch is split across two threads (a
+/// transformer's map and its VJP cost tens of nanoseconds per element).
+const PAR_MIN_ELEMS: usize = 1 << 13;
+
+/// Whether an elementwise pass over `n` rows of `d` elements is split in two halves.
+fn split_elementwise(n: usize, d: usize) -> bool {
+    n >= 2 && n * d >= PAR_MIN_ELEMS && crate::par::may_fork()
+}
+
+/// The transformer step of [`ar_apply`]: `x[:, cols[k]] = t(x[:, cols[k]]; theta_k)`.
+fn apply_rows<T: Real, Tr: Transformer<T>>(
+    tr: &Tr,
+    cols: &[usize],
+    mut x: ArrayViewMut2<T>,
+    theta: ArrayView2<T>,
+    ld: ArrayViewMut1<T>,
+) {
+    let (n, np) = (x.nrows(), tr.n_params());
+    if split_elementwise(n, cols.len()) {
+        let ((x0, x1), (t0, t1)) = (x.split_at(Axis(0), n / 2), theta.split_at(Axis(0), n / 2));
+        let (l0, l1) = ld.split_at(Axis(0), n / 2);
+        rayon::join(|| apply_rows(tr, cols, x0, t0, l0), || apply_rows(tr, cols, x1, t1, l1));
+        return;
+    }
+    Zip::from(x.rows_mut()).and(theta.rows()).and(ld).for_each(|mut row, o, ld| {
+        let o = row_of(o);
+        let mut acc = T::zero();
+        for (k, &c) in cols.iter().enumerate() {
+            let (y, l) = tr.apply(row[c], &o[k * np..(k + 1) * np]);
+            row[c] = y;
+            acc += l;
+        }
+        *ld += acc;
+    });
 }
 
 /// Sequential direction, the exact inverse of [`ar_apply`]: given `y` (in place) computes
@@ -127,9 +168,11 @@ pub fn ar_solve<T: Real, Tr: Transformer<T>>(
     s: &mut ArScratch<T>,
 ) {
     debug_assert_eq!(tr.n_params(), made.n_params, "ar_solve: raw parameter count");
+    let cols = sorted(made, cols, s);
     let eff = made.masked_into(&mut s.eff);
-    s.plan.build(eff, &made.in_deg, &made.hidden_deg, made.n_params);
-    solve::solve_rows(tr, &s.plan, &mut s.tile, cols, x, ld);
+    s.plan.build(eff, made.sorted_deg(), &made.hidden_deg, made.n_params);
+    solve::solve_rows(tr, &s.plan, &mut s.tile, &cols, x, ld);
+    give_back(s, cols);
 }
 
 /// Backward pass of [`ar_apply`]. `x_in` is its input; `g` holds dL/dy on entry and dL/dx on
@@ -150,14 +193,16 @@ pub fn ar_apply_backward<T: Real, Tr: Transformer<T>>(
 ) {
     debug_assert_eq!(x_in.dim(), g.dim(), "ar_apply_backward: shapes");
     let s = tape.replay(x_in.nrows());
+    let cols = sorted(made, cols, s);
     // The transformer's own dL/dx into xbar, dL/dtheta into dout.
-    gather(g.view(), cols, &mut s.xbar);
+    gather(g.view(), &cols, &mut s.xbar);
     let theta = made_out(&s.net, &s.empty);
     theta_grads(tr, Dir::Apply, s.xin.view(), theta, s.xbar.view_mut(), dld, &mut s.dout);
     resize(&mut s.dxin, x_in.nrows(), cols.len());
     s.dxin.assign(&s.xbar);
     made_backward(made, grad, true, s);
-    scatter(s.dxin.view(), cols, g);
+    scatter(s.dxin.view(), &cols, g);
+    give_back(s, cols);
 }
 
 /// Backward pass of [`ar_solve`]. `y_in` is its input; `g` holds dL/dx (the solve's output)
@@ -185,11 +230,12 @@ pub fn ar_solve_backward<T: Real, Tr: Transformer<T>>(
     debug_assert_eq!(y_in.dim(), g.dim(), "ar_solve_backward: shapes");
     let s = tape.replay(y_in.nrows());
     let (n, d) = (y_in.nrows(), cols.len());
-    solve_gathered(tr, made, cols, y_in, s);
+    let cols = sorted(made, cols, s);
+    solve_gathered(tr, made, &cols, y_in, s);
     if let Some(eff) = &s.eff {
-        eff.forward(s.xin.view(), &mut s.net);
+        eff.forward_sparse(s.xin.view(), &mut s.net, Some(made.blocks()));
     }
-    gather(g.view(), cols, &mut s.gbar);
+    gather(g.view(), &cols, &mut s.gbar);
     resize(&mut s.xbar, n, d);
     s.xbar.assign(&s.gbar);
     for round in 0..=d {
@@ -203,7 +249,8 @@ pub fn ar_solve_backward<T: Real, Tr: Transformer<T>>(
         }
         resize(&mut s.dxin, n, d);
         if let Some(eff) = &s.eff {
-            made::input_vjp(eff, &s.net.acts, s.dout.view(), &mut s.net.deltas, s.dxin.view_mut());
+            let (acts, deltas) = (&s.net.acts, &mut s.net.deltas);
+            made::input_vjp(eff, made.blocks(), acts, s.dout.view(), deltas, s.dxin.view_mut());
         }
         s.dxin += &s.gbar;
         if s.dxin == s.xbar {
@@ -212,10 +259,12 @@ pub fn ar_solve_backward<T: Real, Tr: Transformer<T>>(
         std::mem::swap(&mut s.dxin, &mut s.xbar);
     }
     made_backward(made, grad, false, s);
-    scatter(s.xnext.view(), cols, g);
+    scatter(s.xnext.view(), &cols, g);
+    give_back(s, cols);
 }
 
-/// Solves `y_in[:, cols]` into `s.xin` (MADE order), keeping `y_in[:, cols]` in `s.yin`.
+/// Solves `y_in[:, cols]` (`cols` in degree order) into `s.xin`, keeping `y_in[:, cols]` in
+/// `s.yin`.
 fn solve_gathered<T: Real, Tr: Transformer<T>>(
     tr: &Tr,
     made: &Made<T>,
@@ -233,7 +282,7 @@ fn solve_gathered<T: Real, Tr: Transformer<T>>(
         s.ld = Array1::zeros(n);
     }
     let eff = made.masked_into(&mut s.eff);
-    s.plan.build(eff, &made.in_deg, &made.hidden_deg, made.n_params);
+    s.plan.build(eff, made.sorted_deg(), &made.hidden_deg, made.n_params);
     solve::solve_rows(tr, &s.plan, &mut s.tile, &s.ident, s.xin.view_mut(), s.ld.view_mut());
 }
 
@@ -243,7 +292,8 @@ fn made_backward<T: Real>(made: &Made<T>, grad: &mut Made<T>, dx: bool, s: &mut 
     let geff = zeroed(&mut s.geff, &made.net);
     if let Some(eff) = &s.eff {
         let dxin = if dx { Some(s.dxin.view_mut()) } else { None };
-        eff.backward(s.xin.view(), &mut s.net, s.dout.view(), geff, dxin);
+        let sp = Some(made.blocks());
+        eff.backward_sparse(s.xin.view(), &mut s.net, s.dout.view(), geff, dxin, sp);
     }
     made.add_masked_grad(geff, grad);
 }
@@ -261,6 +311,7 @@ fn theta_grads<T: Real, Tr: Transformer<T>>(
     dout: &mut Array2<T>,
 ) {
     resize(dout, v.nrows(), theta.ncols());
+    let dout = dout.view_mut();
     by_width!(1 + tr.n_params(), N => theta_grads_n::<T, Tr, N>(tr, dir, v, theta, w, dld, dout))
 }
 
@@ -271,8 +322,20 @@ fn theta_grads_n<T: Real, Tr: Transformer<T>, const N: usize>(
     theta: ArrayView2<T>,
     mut w: ArrayViewMut2<T>,
     dld: ArrayView1<T>,
-    dout: &mut Array2<T>,
+    mut dout: ArrayViewMut2<T>,
 ) {
+    let n = v.nrows();
+    if split_elementwise(n, v.ncols()) {
+        let h = n / 2;
+        let ((v0, v1), (t0, t1)) = (v.split_at(Axis(0), h), theta.split_at(Axis(0), h));
+        let ((w0, w1), (l0, l1)) = (w.split_at(Axis(0), h), dld.split_at(Axis(0), h));
+        let (d0, d1) = dout.split_at(Axis(0), h);
+        rayon::join(
+            || theta_grads_n::<T, Tr, N>(tr, dir, v0, t0, w0, l0, d0),
+            || theta_grads_n::<T, Tr, N>(tr, dir, v1, t1, w1, l1, d1),
+        );
+        return;
+    }
     let np = tr.n_params();
     let mut vjp = Vjp::<T, N>::new(np);
     Zip::from(w.rows_mut()).and(v.rows()).and(theta.rows()).and(dout.rows_mut()).and(dld).for_each(

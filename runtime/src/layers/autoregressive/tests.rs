@@ -30,10 +30,15 @@ fn made(order: &[usize], hidden: &[usize], np: usize, act: Activation, seed: u64
 
 /// The MADE's raw parameters for one row `x` (length D, MADE order).
 fn made_row(m: &Made<f64>, x: &[f64]) -> Vec<f64> {
-    let mut s = crate::nn::MlpScratch::default();
-    let x = Array2::from_shape_vec((1, x.len()), x.to_vec()).unwrap();
-    m.masked_into(&mut None).forward(x.view(), &mut s);
-    s.acts.last().unwrap().iter().copied().collect()
+    // The masked network reads and writes in degree order.
+    let (mut s, mut ord) = (crate::nn::MlpScratch::default(), Vec::new());
+    m.sorted_cols(&(0..x.len()).collect::<Vec<_>>(), &mut ord);
+    let xs = Array2::from_shape_fn((1, x.len()), |(_, q)| x[ord[q]]);
+    m.masked_into(&mut None).forward(xs.view(), &mut s);
+    let (out, np) = (s.acts.last().unwrap(), m.n_params);
+    (0..out.ncols())
+        .map(|c| out[[0, ord.iter().position(|&k| k == c / np).unwrap() * np + c % np]])
+        .collect()
 }
 
 /// Which direction a [`Flow`] under test treats as normalizing.
