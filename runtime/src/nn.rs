@@ -31,23 +31,6 @@ pub enum Activation {
 }
 
 impl Activation {
-    /// Applies the activation in place.
-    pub(crate) fn apply<T: Real>(self, mut y: ArrayViewMut2<T>) {
-        let zero = T::zero();
-        match self {
-            Activation::Relu => y.mapv_inplace(|v| v.max(zero)),
-            Activation::Tanh => y.mapv_inplace(|v| v.tanh()),
-            Activation::LeakyRelu(slope) => {
-                let slope = T::of(slope);
-                y.mapv_inplace(|v| if v > zero { v } else { v * slope });
-            }
-            Activation::Elu(alpha) => {
-                let alpha = T::of(alpha);
-                y.mapv_inplace(|v| if v > zero { v } else { alpha * v.exp_m1() });
-            }
-        }
-    }
-
     /// Multiplies `d` by the activation's derivative, computed from the activation's output `y`
     /// (every supported activation's derivative is a function of its output, so the
     /// pre-activations need not be stored).

@@ -54,6 +54,19 @@ impl<T: Real> Transformer<T> for SoftAffine {
         let s = self.clamp(p[1]);
         ((y - p[0]) * (-s).exp(), -s)
     }
+    /// The clamped log-scales of the whole row first, then one vectorised `exp` pass
+    /// (`vmath`, within 2 ulp of libm's): an MAF's `log_prob` spent a sixth of its time in
+    /// per-element `expf` calls.
+    fn apply_many(&self, xs: &mut [T], p: &[T], buf: &mut Vec<T>) -> T {
+        buf.clear();
+        buf.extend(p.chunks_exact(2).map(|q| self.clamp::<T, T>(q[1])));
+        let sum = buf.iter().fold(T::zero(), |acc, &s| acc + s);
+        crate::vmath::exp_in_place(buf);
+        for ((x, &e), q) in xs.iter_mut().zip(buf.iter()).zip(p.chunks_exact(2)) {
+            *x = *x * e + q[0];
+        }
+        sum
+    }
     /// Closed form: with `e = exp(s)` and `ds/da = 1 / r^2`, `apply` gives
     /// `[wy e, wy, (wy x e + wl) / r^2]` and `invert` (value `v = (y - shift) / e`) gives
     /// `[wy / e, -wy / e, -(wy v + wl) / r^2]`.
@@ -250,6 +263,22 @@ mod tests {
     }
 
     /// The closed-form `vjp` agrees with dual numbers through `apply` / `invert`.
+    #[test]
+    fn soft_affine_apply_many_matches_apply() {
+        let t = SoftAffine { bound: 3.0 };
+        let xs: Vec<f64> = (0..37).map(|k| k as f64 * 0.3 - 5.0).collect();
+        let p: Vec<f64> = (0..74).map(|k| ((k * 7) % 13) as f64 - 6.0).collect();
+        let (mut many, mut buf) = (xs.clone(), Vec::new());
+        let sum = t.apply_many(&mut many, &p, &mut buf);
+        let mut want_sum = 0.0;
+        for (k, (&x, &y)) in xs.iter().zip(&many).enumerate() {
+            let (want, l) = t.apply(x, &p[2 * k..2 * k + 2]);
+            assert!((y - want).abs() <= 4.0 * f64::EPSILON * want.abs().max(1.0), "{k}");
+            want_sum += l;
+        }
+        assert_eq!(sum, want_sum);
+    }
+
     #[test]
     fn soft_affine_vjp_matches_duals() {
         let t = SoftAffine { bound: 2.5 };

@@ -59,6 +59,21 @@ pub trait Transformer<T: Real>: Clone + Send + Sync {
     fn vjp(&self, inverse: bool, x: T, p: &[T], wy: T, wl: T, out: &mut [T]) -> bool {
         false
     }
+
+    /// `apply` over many elements: `xs[k] = t(xs[k]; p[k P..(k + 1) P])`, returning the sum
+    /// of the `ln|t'|` in order of `k`. `buf` is scratch. An override computes the same
+    /// values (up to the last bits of `exp`) in vectorised passes.
+    #[allow(unused_variables)]
+    fn apply_many(&self, xs: &mut [T], p: &[T], buf: &mut Vec<T>) -> T {
+        let np = self.n_params();
+        let mut sum = T::zero();
+        for (k, x) in xs.iter_mut().enumerate() {
+            let (y, l) = self.apply(*x, &p[k * np..(k + 1) * np]);
+            *x = y;
+            sum += l;
+        }
+        sum
+    }
 }
 
 /// The log-determinant of an input outside a map's domain: density zero.

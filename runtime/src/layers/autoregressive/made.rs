@@ -19,6 +19,24 @@ use crate::params::Params;
 use crate::real::Real;
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut2, Zip};
 
+/// A process-wide unique number, equal to every other stamp for `==` (so that two MADEs with
+/// the same parameters compare equal whatever their stamps).
+#[derive(Clone, Copy, Debug)]
+struct Stamp(u64);
+
+impl Stamp {
+    fn fresh() -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Stamp(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+impl PartialEq for Stamp {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
 /// Output columns per block of a masked product: narrower blocks skip more of the masked
 /// triangle, wider ones make fewer, more efficient products.
 const BLOCK_COLS: usize = 32;
@@ -26,7 +44,11 @@ const BLOCK_COLS: usize = 32;
 /// A masked MLP: `sizes = [D, h1, .., hL, D * n_params]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Made<T> {
-    pub net: Mlp<T>,
+    /// The network, weights unmasked (private: every change must renew `stamp`).
+    net: Mlp<T>,
+    /// Identifies these parameter values: renewed by every mutable access, kept by clones
+    /// (which hold the same values), so a scratch may keep the masked network built from them.
+    stamp: Stamp,
     /// The degree of input `k`: a permutation of `1..=D`.
     pub in_deg: Vec<usize>,
     /// The degrees of each hidden layer's units, nondecreasing, in `1..=D-1` (0 when D = 1).
@@ -92,7 +114,39 @@ impl<T: Real> Made<T> {
             .collect();
         let blocks = masks.iter().map(|m| blocks_of_mask(m.view(), BLOCK_COLS)).collect();
         let in_deg = in_deg.to_vec();
-        Self { net, in_deg, hidden_deg, n_params, ord, sorted_deg, out_perm, masks, blocks }
+        let stamp = Stamp::fresh();
+        Self { net, stamp, in_deg, hidden_deg, n_params, ord, sorted_deg, out_perm, masks, blocks }
+    }
+
+    /// The network (weights unmasked; `net().layers[i].w` is the parameter tensor).
+    pub fn net(&self) -> &Mlp<T> {
+        &self.net
+    }
+
+    /// The network, to change its parameters.
+    pub fn net_mut(&mut self) -> &mut Mlp<T> {
+        self.stamp = Stamp::fresh();
+        &mut self.net
+    }
+
+    /// The masked network in `dst`, rebuilt only if `built` (the stamp it was last built
+    /// for) is not this MADE's: within one `sample` or `log_prob` call, every row tile of a
+    /// layer reuses it (building it costs as much as a tile's products).
+    pub(crate) fn masked_cached<'a>(
+        &self,
+        dst: &'a mut Option<Mlp<T>>,
+        built: &mut Option<u64>,
+    ) -> &'a Mlp<T> {
+        if *built != Some(self.stamp.0) || dst.is_none() {
+            self.masked_into(dst);
+            *built = Some(self.stamp.0);
+        }
+        dst.as_ref().expect("built above")
+    }
+
+    /// This parameter state's stamp (see [`Made::masked_cached`]).
+    pub(crate) fn stamp(&self) -> u64 {
+        self.stamp.0
     }
 
     /// The number of inputs (and of transformed dimensions).
@@ -160,7 +214,7 @@ impl<T: Real> Made<T> {
     /// network.
     pub(crate) fn add_masked_grad(&self, geff: &Mlp<T>, grad: &mut Made<T>) {
         for (i, ((g, e), m)) in
-            grad.net.layers.iter_mut().zip(&geff.layers).zip(&self.masks).enumerate()
+            grad.net_mut().layers.iter_mut().zip(&geff.layers).zip(&self.masks).enumerate()
         {
             let (rows, cols) = self.perms(i);
             for (r, (e, m)) in e.w.rows().into_iter().zip(m.rows()).enumerate() {
@@ -222,7 +276,7 @@ impl<T: Real> Params<T> for Made<T> {
         self.net.visit(prefix, f);
     }
     fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(String, &[usize], &mut [T])) {
-        self.net.visit_mut(prefix, f);
+        self.net_mut().visit_mut(prefix, f);
     }
 }
 

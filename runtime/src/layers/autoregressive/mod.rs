@@ -23,8 +23,12 @@ use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMu
 /// warm for a fixed batch size.
 #[derive(Clone, Debug, Default)]
 pub struct ArScratch<T> {
-    /// The masked network (weights times masks), rebuilt each call.
+    /// The masked network (weights times masks, degree order) and the stamp of the MADE
+    /// parameters it was built from (see `Made::masked_cached`).
     eff: Option<Mlp<T>>,
+    eff_stamp: Option<u64>,
+    /// The stamp `plan` was built for.
+    plan_stamp: Option<u64>,
     /// The gradient with respect to `eff`'s parameters.
     geff: Option<Mlp<T>>,
     net: MlpScratch<T>,
@@ -75,7 +79,7 @@ fn zeroed<'a, T: Real>(dst: &'a mut Option<Mlp<T>>, like: &Mlp<T>) -> &'a mut Ml
 /// [`made_out`].
 fn run_made<T: Real>(made: &Made<T>, cols: &[usize], x: ArrayView2<T>, s: &mut ArScratch<T>) {
     gather(x, cols, &mut s.xin);
-    let eff = made.masked_into(&mut s.eff);
+    let eff = made.masked_cached(&mut s.eff, &mut s.eff_stamp);
     eff.forward_sparse(s.xin.view(), &mut s.net, Some(made.blocks()));
 }
 
@@ -116,7 +120,7 @@ pub fn ar_apply<T: Real, Tr: Transformer<T>>(
     debug_assert_eq!(tr.n_params(), made.n_params, "ar_apply: raw parameter count");
     let cols = sorted(made, cols, s);
     run_made(made, &cols, x.view(), s);
-    apply_rows(tr, &cols, x, made_out(&s.net, &s.empty), ld);
+    apply_rows(tr, &cols, x, s.xin.view(), made_out(&s.net, &s.empty), ld);
     give_back(s, cols);
 }
 
@@ -129,31 +133,38 @@ fn split_elementwise(n: usize, d: usize) -> bool {
     n >= 2 && n * d >= PAR_MIN_ELEMS && crate::par::may_fork()
 }
 
-/// The transformer step of [`ar_apply`]: `x[:, cols[k]] = t(x[:, cols[k]]; theta_k)`.
+/// The transformer step of [`ar_apply`]: `x[:, cols[k]] = t(xin[:, k]; theta_k)`, where
+/// `xin = x[:, cols]`, a whole row at a time ([`Transformer::apply_many`]).
 fn apply_rows<T: Real, Tr: Transformer<T>>(
     tr: &Tr,
     cols: &[usize],
     mut x: ArrayViewMut2<T>,
+    xin: ArrayView2<T>,
     theta: ArrayView2<T>,
     ld: ArrayViewMut1<T>,
 ) {
-    let (n, np) = (x.nrows(), tr.n_params());
+    let n = x.nrows();
     if split_elementwise(n, cols.len()) {
-        let ((x0, x1), (t0, t1)) = (x.split_at(Axis(0), n / 2), theta.split_at(Axis(0), n / 2));
-        let (l0, l1) = ld.split_at(Axis(0), n / 2);
-        rayon::join(|| apply_rows(tr, cols, x0, t0, l0), || apply_rows(tr, cols, x1, t1, l1));
+        let h = n / 2;
+        let ((x0, x1), (i0, i1)) = (x.split_at(Axis(0), h), xin.split_at(Axis(0), h));
+        let ((t0, t1), (l0, l1)) = (theta.split_at(Axis(0), h), ld.split_at(Axis(0), h));
+        rayon::join(
+            || apply_rows(tr, cols, x0, i0, t0, l0),
+            || apply_rows(tr, cols, x1, i1, t1, l1),
+        );
         return;
     }
-    Zip::from(x.rows_mut()).and(theta.rows()).and(ld).for_each(|mut row, o, ld| {
-        let o = row_of(o);
-        let mut acc = T::zero();
-        for (k, &c) in cols.iter().enumerate() {
-            let (y, l) = tr.apply(row[c], &o[k * np..(k + 1) * np]);
-            row[c] = y;
-            acc += l;
-        }
-        *ld += acc;
-    });
+    let (mut y, mut buf) = (Vec::with_capacity(cols.len()), Vec::new());
+    Zip::from(x.rows_mut()).and(xin.rows()).and(theta.rows()).and(ld).for_each(
+        |mut row, xr, o, ld| {
+            y.clear();
+            y.extend(xr.iter().copied());
+            *ld += tr.apply_many(&mut y, row_of(o), &mut buf);
+            for (&v, &c) in y.iter().zip(cols) {
+                row[c] = v;
+            }
+        },
+    );
 }
 
 /// Sequential direction, the exact inverse of [`ar_apply`]: given `y` (in place) computes
@@ -169,8 +180,7 @@ pub fn ar_solve<T: Real, Tr: Transformer<T>>(
 ) {
     debug_assert_eq!(tr.n_params(), made.n_params, "ar_solve: raw parameter count");
     let cols = sorted(made, cols, s);
-    let eff = made.masked_into(&mut s.eff);
-    s.plan.build(eff, made.sorted_deg(), &made.hidden_deg, made.n_params);
+    plan_cached(made, s);
     solve::solve_rows(tr, &s.plan, &mut s.tile, &cols, x, ld);
     give_back(s, cols);
 }
@@ -281,15 +291,23 @@ fn solve_gathered<T: Real, Tr: Transformer<T>>(
     if s.ld.len() != n {
         s.ld = Array1::zeros(n);
     }
-    let eff = made.masked_into(&mut s.eff);
-    s.plan.build(eff, made.sorted_deg(), &made.hidden_deg, made.n_params);
+    plan_cached(made, s);
     solve::solve_rows(tr, &s.plan, &mut s.tile, &s.ident, s.xin.view_mut(), s.ld.view_mut());
+}
+
+/// Builds `s.plan` (and the masked network) unless they are already this MADE's.
+fn plan_cached<T: Real>(made: &Made<T>, s: &mut ArScratch<T>) {
+    let eff = made.masked_cached(&mut s.eff, &mut s.eff_stamp);
+    if s.plan_stamp != Some(made.stamp()) {
+        s.plan.build(eff, made.sorted_deg(), &made.hidden_deg, made.n_params);
+        s.plan_stamp = Some(made.stamp());
+    }
 }
 
 /// Backpropagates `s.dout` through the masked network at `s.xin`, accumulating the masked
 /// parameter gradients into `grad` and, if `dx`, adding the input gradient into `s.dxin`.
 fn made_backward<T: Real>(made: &Made<T>, grad: &mut Made<T>, dx: bool, s: &mut ArScratch<T>) {
-    let geff = zeroed(&mut s.geff, &made.net);
+    let geff = zeroed(&mut s.geff, made.net());
     if let Some(eff) = &s.eff {
         let dxin = if dx { Some(s.dxin.view_mut()) } else { None };
         let sp = Some(made.blocks());

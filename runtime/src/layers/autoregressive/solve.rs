@@ -235,8 +235,9 @@ impl<T: Real> Tile<T> {
             }
             let width = hd.len();
             let (head, tail) = self.acc.split_at_mut(l + 1);
-            if let Ok(mut a) = ArrayViewMut2::from_shape((rows, width), &mut head[l][..]) {
-                act.apply(a.slice_mut(ndarray::s![.., done[l]..upto]));
+            // Row slices, inlined into the caller's CPU-specific copy (vectorized).
+            for row in head[l].chunks_exact_mut(width).take(rows) {
+                act.apply_slice(&mut row[done[l]..upto]);
             }
             push(&plan.layers[l + 1], &head[l], width, done[l]..upto, &mut tail[0], rows);
             done[l] = upto;

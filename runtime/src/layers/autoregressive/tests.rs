@@ -254,7 +254,7 @@ fn flow_jacobian_is_triangular_in_degree_order() {
 
 /// The mask of dense layer `i`, recomputed from the degrees.
 fn mask_of(m: &Made<f64>, i: usize) -> Array2<bool> {
-    let (w, np, last) = (&m.net.layers[i].w, m.n_params, m.net.layers.len() - 1);
+    let (w, np, last) = (&m.net().layers[i].w, m.n_params, m.net().layers.len() - 1);
     let src = if i == 0 { &m.in_deg } else { &m.hidden_deg[i - 1] };
     Array2::from_shape_fn(w.dim(), |(r, c)| {
         if i == last {
@@ -274,9 +274,9 @@ fn masked_weights_get_exactly_zero_gradient_and_no_influence() {
     let (g0, dld) = (uniform(&mut rng(92), 6, 7, 1.0), Array1::from_elem(6, 0.7));
     // Garbage in every masked entry changes nothing.
     let mut noisy = m.clone();
-    for i in 0..noisy.net.layers.len() {
+    for i in 0..noisy.net().layers.len() {
         let mask = mask_of(&m, i);
-        Zip::from(&mut noisy.net.layers[i].w)
+        Zip::from(&mut noisy.net_mut().layers[i].w)
             .and(&mask)
             .for_each(|w, &k| *w = if k { *w } else { 1e3 });
     }
@@ -289,7 +289,7 @@ fn masked_weights_get_exactly_zero_gradient_and_no_influence() {
             let mut grad = Made::zeros(&[5, 7, 6, 10], Activation::Relu, order, &hd(made), 2);
             let mut g = g0.clone();
             f.backward(x.view(), g.view_mut(), dld.view(), &mut grad);
-            for (i, l) in grad.net.layers.iter().enumerate() {
+            for (i, l) in grad.net().layers.iter().enumerate() {
                 let mask = mask_of(&m, i);
                 assert!(Zip::from(&l.w).and(&mask).all(|&g, &k| k || g == 0.0), "layer {i}");
                 assert!(l.w.iter().any(|&g| g != 0.0));
@@ -376,4 +376,29 @@ fn zero_output_layer_is_the_identity_and_scratch_is_reused() {
         ar_solve(&tr, &m, &COLS, y.view_mut(), ld.view_mut(), &mut s);
         assert_eq!((y, ld), (x, Array1::zeros(n)));
     }
+}
+
+#[test]
+fn a_reused_scratch_sees_every_parameter_change() {
+    // The scratch keeps the masked network and the solve's plan between calls; a change
+    // through `Params` (what training and weight loading use) or `net_mut` must reach them.
+    let tr = SoftAffine { bound: 3.0 };
+    let mut m = made(&orders()[2], &HIDDEN, 2, Activation::Tanh, 7);
+    let x = uniform(&mut rng(8), 6, 7, 2.0);
+    let run = |m: &Made<f64>, s: &mut ArScratch<f64>| {
+        let (mut y, mut ld) = (x.clone(), Array1::zeros(6));
+        ar_apply(&tr, m, &COLS, y.view_mut(), ld.view_mut(), s);
+        let (mut z, mut lz) = (x.clone(), Array1::zeros(6));
+        ar_solve(&tr, m, &COLS, z.view_mut(), lz.view_mut(), s);
+        (y, ld, z, lz)
+    };
+    let mut s = ArScratch::default();
+    let before = run(&m, &mut s);
+    assert_eq!(run(&m, &mut s), before, "cached: same parameters, same result");
+    m.visit_mut("", &mut |_, _, d| d.iter_mut().for_each(|v| *v *= 1.5));
+    let after = run(&m, &mut s);
+    assert_ne!(after, before);
+    assert_eq!(after, run(&m, &mut ArScratch::default()), "after a Params change");
+    m.net_mut().layers[0].b.fill(0.25);
+    assert_eq!(run(&m, &mut s), run(&m, &mut ArScratch::default()), "after net_mut");
 }
