@@ -3,7 +3,7 @@
 //! libm's `exp` is a call per element that the compiler cannot vectorise. Here each element
 //! is a branch-free polynomial (Cody-Waite reduction `x = n ln 2 + r`, `|r| <= ln 2 / 2`,
 //! Taylor polynomial, `2^n` built from its bits), so the loop compiles to SIMD under the
-//! runtime CPU dispatch ([`crate::nn::simd`]: AVX2 + FMA where present) in a default build.
+//! runtime CPU dispatch ([`crate::nn::simd`]: AVX-512, else AVX2 + FMA) in a default build.
 //! Accuracy: within 2 ulp of `f64::exp` / `f32::exp` for normal results; `inf`, `-inf`, NaN,
 //! overflow to `inf` and gradual underflow through the subnormals to 0 as `exp` does.
 

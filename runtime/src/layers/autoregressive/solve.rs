@@ -164,7 +164,7 @@ fn solve_serial<T: Real, Tr: Transformer<T>>(
                 tile.x[r * d + q] = x[[r0 + r, cols[k]]];
             }
         }
-        // Compiled per CPU (AVX2 + FMA where present): the push loops vectorize at full width
+        // Compiled per CPU (AVX-512, else AVX2 + FMA): the push loops vectorize at full width
         // in a default build.
         crate::nn::simd(
             #[inline(always)]
