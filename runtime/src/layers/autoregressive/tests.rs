@@ -159,6 +159,18 @@ fn soft_affine_layers_invert_and_differentiate() {
 }
 
 #[test]
+fn wide_made_skips_masked_blocks_exactly() {
+    // Layers wider than a block (32 columns): several blocks per layer, each reading its own
+    // source prefix, in every product of both roles (outputs: 20 inputs x 2 parameters).
+    let cols: Vec<usize> = (0..20).rev().collect();
+    let order: Vec<usize> = (1..=20).map(|k| (k * 7) % 20 + 1).collect();
+    let m = made(&order, &[40, 36], 2, Activation::Relu, 60);
+    assert!(m.blocks().iter().all(|b| b.len() >= 2), "{:?}", m.blocks());
+    assert!(m.blocks()[0][0].k < 20, "the first block skips inputs: {:?}", m.blocks()[0]);
+    check_both(&SoftAffine { bound: 3.0 }, &m, &cols, 20, 61);
+}
+
+#[test]
 fn rq_spline_layers_invert_and_differentiate() {
     let tr = RqSpline { bins: 4, bound: 3.0 };
     for (i, order) in orders().iter().enumerate() {
