@@ -73,43 +73,18 @@ fn agree<F: Flow<Real = f64>>(spec: &str, mut gen: F) {
 }
 
 #[test]
-fn realnvp_moons() {
-    agree("specs/realnvp_moons.flow", RealNvpMoons::new(7));
-}
-
-#[test]
-fn nice_moons() {
-    agree("specs/nice_moons.flow", NiceMoons::new(7));
-}
-
-#[test]
-fn glow_like() {
-    agree("specs/glow_like.flow", GlowLike::new(7));
+fn coupling_specs() {
+    flowspec_tests::for_each_f64_flow!(couplings, agree);
 }
 
 #[test]
 fn layer_library_specs() {
-    agree("specs/four_z.flow", FourZ::new(7));
-    agree("specs/exp_uniform.flow", ExpOfUniform::new(7));
-    agree("specs/nice_logistic.flow", NiceLogistic::new(7));
-    agree("specs/nsf_moons.flow", NsfMoons::new(7));
-    agree("specs/linear_elementwise.flow", LinearElementwise::new(7));
-    agree("specs/linear_elementwise.flow", PiecewiseSquare::new(7));
-    agree("specs/digits.flow", Digits::new(7));
-    agree("specs/spline_1d.flow", Spline1d::new(7));
-    agree("specs/fixed_linear.flow", FixedLinear::new(7));
-    agree("specs/fixed_linear.flow", PartlyFixed::new(7));
+    flowspec_tests::for_each_f64_flow!(layer_library, agree);
 }
 
 #[test]
 fn autoregressive_specs() {
-    agree("specs/autoregressive.flow", MafSmall::new(7));
-    agree("specs/autoregressive.flow", IafSmall::new(7));
-    agree("specs/autoregressive.flow", SplineAr::new(7));
-    agree("specs/distill_moons.flow", MoonsTeacher::new(7));
-    agree("specs/distill_moons.flow", MoonsStudent::new(7));
-    agree("specs/maf_digits.flow", MafDigits::new(7));
-    agree("specs/distill_moons.flow", DigitsStudent::new(7));
+    flowspec_tests::for_each_f64_flow!(autoregressive, agree);
 }
 
 /// The f32 flow too: the same parameters and outputs in single precision.

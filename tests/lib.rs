@@ -62,3 +62,39 @@ pub const SPEC_FILES: &[&str] = &[
     "specs/autoregressive.flow",
     "specs/distill_moons.flow",
 ];
+
+/// Calls `$check(spec, flow)` for every f64 flow of `specs` in one group (seed 7): the lists
+/// the tests that run every flow share, so that a new flow reaches all of them. Groups keep
+/// the tests parallel: `couplings`, `layer_library`, `autoregressive`.
+#[macro_export]
+macro_rules! for_each_f64_flow {
+    (couplings, $check:ident) => {{
+        use $crate::specs::*;
+        $check("specs/realnvp_moons.flow", RealNvpMoons::new(7));
+        $check("specs/nice_moons.flow", NiceMoons::new(7));
+        $check("specs/nsf_moons.flow", NsfMoons::new(7));
+        $check("specs/glow_like.flow", GlowLike::new(7));
+        $check("specs/distill_moons.flow", MoonsTeacher::new(7));
+    }};
+    (layer_library, $check:ident) => {{
+        use $crate::specs::*;
+        $check("specs/four_z.flow", FourZ::new(7));
+        $check("specs/exp_uniform.flow", ExpOfUniform::new(7));
+        $check("specs/nice_logistic.flow", NiceLogistic::new(7));
+        $check("specs/linear_elementwise.flow", LinearElementwise::new(7));
+        $check("specs/linear_elementwise.flow", PiecewiseSquare::new(7));
+        $check("specs/spline_1d.flow", Spline1d::new(7));
+        $check("specs/fixed_linear.flow", FixedLinear::new(7));
+        $check("specs/fixed_linear.flow", PartlyFixed::new(7));
+    }};
+    (autoregressive, $check:ident) => {{
+        use $crate::specs::*;
+        $check("specs/autoregressive.flow", MafSmall::new(7));
+        $check("specs/autoregressive.flow", IafSmall::new(7));
+        $check("specs/autoregressive.flow", SplineAr::new(7));
+        $check("specs/distill_moons.flow", MoonsStudent::new(7));
+        $check("specs/digits.flow", Digits::new(7));
+        $check("specs/maf_digits.flow", MafDigits::new(7));
+        $check("specs/distill_moons.flow", DigitsStudent::new(7));
+    }};
+}

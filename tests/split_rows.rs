@@ -77,34 +77,17 @@ fn ir(spec: &str, name: &str) -> &'static flowspec::ir::Flow {
 
 #[test]
 fn couplings() {
-    check_f64("specs/realnvp_moons.flow", RealNvpMoons::new(7));
-    check_f64("specs/nice_moons.flow", NiceMoons::new(7));
-    check_f64("specs/nsf_moons.flow", NsfMoons::new(7));
-    check_f64("specs/glow_like.flow", GlowLike::new(7));
-    check_f64("specs/distill_moons.flow", MoonsTeacher::new(7));
+    flowspec_tests::for_each_f64_flow!(couplings, check_f64);
 }
 
 #[test]
 fn layer_library() {
-    check_f64("specs/four_z.flow", FourZ::new(7));
-    check_f64("specs/exp_uniform.flow", ExpOfUniform::new(7));
-    check_f64("specs/nice_logistic.flow", NiceLogistic::new(7));
-    check_f64("specs/linear_elementwise.flow", LinearElementwise::new(7));
-    check_f64("specs/linear_elementwise.flow", PiecewiseSquare::new(7));
-    check_f64("specs/spline_1d.flow", Spline1d::new(7));
-    check_f64("specs/fixed_linear.flow", FixedLinear::new(7));
-    check_f64("specs/fixed_linear.flow", PartlyFixed::new(7));
+    flowspec_tests::for_each_f64_flow!(layer_library, check_f64);
 }
 
 #[test]
 fn autoregressive_and_wide() {
-    check_f64("specs/autoregressive.flow", MafSmall::new(7));
-    check_f64("specs/autoregressive.flow", IafSmall::new(7));
-    check_f64("specs/autoregressive.flow", SplineAr::new(7));
-    check_f64("specs/distill_moons.flow", MoonsStudent::new(7));
-    check_f64("specs/digits.flow", Digits::new(7));
-    check_f64("specs/maf_digits.flow", MafDigits::new(7));
-    check_f64("specs/distill_moons.flow", DigitsStudent::new(7));
+    flowspec_tests::for_each_f64_flow!(autoregressive, check_f64);
 }
 
 /// The f32 flows, generated and interpreted, at their declared dtype.

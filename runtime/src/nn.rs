@@ -258,8 +258,8 @@ impl<T: Real> Mlp<T> {
         for i in (0..nl).rev() {
             let blocks = sp.map(|b| &b[i][..]);
             // A blocked layer is split here (its products are too small to split themselves).
-            let par = rows_split
-                || blocks.is_some_and(|b| gemm::split_worth(blocked::layer_macs(n, b), n));
+            let par =
+                rows_split || blocks.is_some_and(|b| gemm::split_worth(blocked::macs(n, b), n));
             let (below, here) = s.deltas.split_at_mut(i);
             let delta = if i == nl - 1 { dout.view() } else { here[0].view() };
             let input = if i == 0 { x.view() } else { s.acts[i - 1].view() };

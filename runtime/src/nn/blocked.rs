@@ -45,7 +45,7 @@ pub fn blocks_of_mask<T: Real>(mask: ArrayView2<T>, width: usize) -> Vec<Block> 
 }
 
 /// Multiply-adds of a blocked product over `m` rows.
-fn macs(m: usize, blocks: &[Block]) -> usize {
+pub(crate) fn macs(m: usize, blocks: &[Block]) -> usize {
     blocks.iter().map(|b| m * b.k * b.cols.len()).sum()
 }
 
@@ -119,11 +119,6 @@ pub(crate) fn balanced_cut(blocks: &[Block]) -> usize {
         2 * acc >= total
     });
     first_half.map_or(blocks.len(), |i| i + 1).clamp(1, blocks.len().saturating_sub(1).max(1))
-}
-
-/// The work of a blocked layer over `m` rows, for the decision to split it.
-pub(crate) fn layer_macs(m: usize, blocks: &[Block]) -> usize {
-    macs(m, blocks)
 }
 
 #[cfg(test)]
