@@ -51,12 +51,33 @@ impl Activation {
     }
 }
 
+/// The instruction set [`simd_isa`] compiled its closure for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Isa {
+    /// AVX-512 (F, VL, BW, DQ) with AVX2 and FMA: 32 vector registers of 512 bits.
+    Avx512,
+    /// AVX2 and FMA: 16 registers of 256 bits.
+    Avx2,
+    /// The build's default target (no fused multiply-add instruction).
+    Plain,
+}
+
 /// Runs `f` compiled for the best instruction set this CPU has (AVX-512, else AVX2 + FMA),
 /// so the elementwise loops and row products inside vectorize at full width in a default
 /// build. (pulp's `Arch::dispatch` runs its AVX-512 arm through the AVX2 copy: measured, the
 /// loops stayed 256 bits wide on this machine's AVX-512 CPU.)
 #[inline(always)]
 pub(crate) fn simd<R>(f: impl FnOnce() -> R) -> R {
+    simd_isa(
+        #[inline(always)]
+        |_| f(),
+    )
+}
+
+/// [`simd`], telling `f` which copy it runs in. The argument is a constant in each copy, so
+/// a kernel can choose its register blocking per instruction set at no cost.
+#[inline(always)]
+pub(crate) fn simd_isa<R>(f: impl FnOnce(Isa) -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;
@@ -69,19 +90,19 @@ pub(crate) fn simd<R>(f: impl FnOnce() -> R) -> R {
             return unsafe { with_avx2(f) };
         }
     }
-    f()
+    f(Isa::Plain)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
-    f()
+unsafe fn with_avx512<R>(f: impl FnOnce(Isa) -> R) -> R {
+    f(Isa::Avx512)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
-    f()
+unsafe fn with_avx2<R>(f: impl FnOnce(Isa) -> R) -> R {
+    f(Isa::Avx2)
 }
 
 /// `d[i, j] = f(d[i, j], y[i, j])`, row slice by row slice (branch-free closures vectorize).
