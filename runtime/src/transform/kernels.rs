@@ -37,6 +37,15 @@ impl Dir {
             Dir::Invert => tr.invert(x, p),
         }
     }
+
+    /// [`Dir::eval`] on real values (the transformer's `apply_value` / `invert_value`).
+    #[inline(always)]
+    pub(crate) fn eval_value<T: Real, Tr: Transformer<T>>(self, tr: &Tr, x: T, p: &[T]) -> (T, T) {
+        match self {
+            Dir::Apply => tr.apply_value(x, p),
+            Dir::Invert => tr.invert_value(x, p),
+        }
+    }
 }
 
 /// Calls `$body` with the const `$n` set to the dual width for `$m` directions.
@@ -166,7 +175,7 @@ fn elementwise<T: Real, Tr: Transformer<T>>(
     for (i, &c) in cols.iter().enumerate() {
         let pi = raw.row(i).to_slice().unwrap_or(&[]);
         Zip::from(x.column_mut(c)).and(&mut ld).for_each(|v, l| {
-            let (y, d) = dir.eval(tr, *v, pi);
+            let (y, d) = dir.eval_value(tr, *v, pi);
             *v = y;
             *l += d;
         });
@@ -304,7 +313,7 @@ pub(crate) fn coupling_row<
     let np = tr.n_params();
     let mut acc = T::zero();
     for (k, &c) in trans.iter().enumerate() {
-        let (y, l) = dir.eval(tr, row[c], &o[k * np..(k + 1) * np]);
+        let (y, l) = dir.eval_value(tr, row[c], &o[k * np..(k + 1) * np]);
         row[c] = y;
         acc += l;
     }

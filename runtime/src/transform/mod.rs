@@ -50,6 +50,19 @@ pub trait Transformer<T: Real>: Clone + Send + Sync {
     /// `(t^{-1}(y), ln|d t^{-1}/dy|)`.
     fn invert<S: Scalar<T>>(&self, y: S, p: &[S]) -> (S, S);
 
+    /// [`Transformer::apply`] on real values, which the forward and inverse kernels call. An
+    /// override may share work between the steps the generic code repeats (the spline
+    /// computes each softmax weight once); values agree up to the last bits of `exp`.
+    #[inline(always)]
+    fn apply_value(&self, x: T, p: &[T]) -> (T, T) {
+        self.apply(x, p)
+    }
+    /// [`Transformer::invert`] on real values (see [`Transformer::apply_value`]).
+    #[inline(always)]
+    fn invert_value(&self, y: T, p: &[T]) -> (T, T) {
+        self.invert(y, p)
+    }
+
     /// An optional fast path for the backward kernels. For `(v, l) = apply(x, p)` (or
     /// `invert(x, p)` if `inverse`), overwrites `out` (length `1 + n_params()`) with
     /// `wy * dv + wl * dl` differentiated with respect to `x` (`out[0]`) and each raw parameter,
@@ -68,7 +81,7 @@ pub trait Transformer<T: Real>: Clone + Send + Sync {
         let np = self.n_params();
         let mut sum = T::zero();
         for (k, x) in xs.iter_mut().enumerate() {
-            let (y, l) = self.apply(*x, &p[k * np..(k + 1) * np]);
+            let (y, l) = self.apply_value(*x, &p[k * np..(k + 1) * np]);
             *x = y;
             sum += l;
         }

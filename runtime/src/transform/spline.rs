@@ -8,6 +8,7 @@
 use super::piecewise::{snap_unit, softmax_norm};
 use super::{Dual, Scalar, Transformer};
 use crate::real::Real;
+use num_traits::Float;
 
 /// Minimum bin width and height, as fractions of the interval `2B`.
 const MIN_BIN: f64 = 1e-3;
@@ -33,6 +34,8 @@ pub struct RqSpline {
 /// The knots of one axis (x or y), streamed from `K` raw logits.
 struct Knots<'a, T, S> {
     raw: &'a [S],
+    /// `exp(raw[j] - max)`, precomputed (real knots only: see [`Knots::with_exps`]).
+    exps: Option<&'a [T]>,
     max: T,
     sum: S,
     min: T,
@@ -45,12 +48,17 @@ impl<'a, T: Real, S: Scalar<T>> Knots<'a, T, S> {
         let k = raw.len();
         let min = MIN_BIN.min(0.5 / k as f64);
         let (max, sum) = softmax_norm(raw);
-        Self { raw, max, sum, min: T::of(min), free: T::of(1.0 - k as f64 * min), bound }
+        let (min, free) = (T::of(min), T::of(1.0 - k as f64 * min));
+        Self { raw, exps: None, max, sum, min, free, bound }
     }
 
     /// The unnormalised softmax weight of bin `j`.
     fn weight(&self, j: usize) -> S {
-        (self.raw[j] - S::cst(self.max)).exp()
+        match self.exps {
+            // Only real knots have `exps`, so `S` is `T` here and the constant is the value.
+            Some(e) => S::cst(e[j]),
+            None => (self.raw[j] - S::cst(self.max)).exp(),
+        }
     }
 
     /// Knot `j` (`0..=K`), given the summed weights of the bins below it. The end knots are
@@ -87,7 +95,17 @@ impl<'a, T: Real, S: Scalar<T>> Knots<'a, T, S> {
     }
 }
 
-impl<T: Real> Knots<'_, T, T> {
+impl<'a, T: Real> Knots<'a, T, T> {
+    /// Real knots from their weights `exps[j] = exp(raw[j] - max)`, computed by the caller.
+    /// (Only `S = T` can hold `exps`: a dual's weight must carry its derivatives.)
+    fn with_exps(raw: &'a [T], max: T, exps: &'a [T], bound: T) -> Self {
+        let k = raw.len();
+        let min = MIN_BIN.min(0.5 / k as f64);
+        let sum = exps.iter().fold(T::zero(), |acc, &e| acc + e);
+        let (min, free) = (T::of(min), T::of(1.0 - k as f64 * min));
+        Self { raw, exps: Some(exps), max, sum, min, free, bound }
+    }
+
     /// Adds to `out[i]` the gradient with respect to logit `i` of a loss whose gradients with
     /// respect to knots `j` and `j + 1` (at `at0`, `at1`) are `g0`, `g1`. With `P_k` the
     /// softmax mass below knot `k`, `d knot_k / d raw_i = 2 B free p_i ([i < k] - P_k)`;
@@ -194,6 +212,19 @@ impl RqSpline {
         let k = self.bins;
         let bound = T::of(self.bound);
         let (xs, ys) = (Knots::new(&p[..k], bound), Knots::new(&p[k..2 * k], bound));
+        self.bin_of(xs, ys, v, p, forward)
+    }
+
+    /// [`RqSpline::bin`] with the knots of both axes given.
+    fn bin_of<T: Real, S: Scalar<T>>(
+        &self,
+        xs: Knots<'_, T, S>,
+        ys: Knots<'_, T, S>,
+        v: T,
+        p: &[S],
+        forward: bool,
+    ) -> Bin<S> {
+        let k = self.bins;
         let (search, other) = if forward { (xs, ys) } else { (ys, xs) };
         let (j, s0, s1) = search.find(v);
         let (o0, o1) = other.edges(j);
@@ -202,6 +233,34 @@ impl RqSpline {
         let d = &p[2 * k..3 * k - 1];
         let (d0, d1) = (self.derivative(d, j), self.derivative(d, j + 1));
         Bin { x0, y0, w: x1 - x0, h: y1 - y0, d0, d1 }
+    }
+}
+
+/// Most bins whose softmax weights [`RqSpline::with_knots`] computes up front (on the stack).
+const UPFRONT_BINS: usize = 32;
+
+impl RqSpline {
+    /// Calls `f` with the knots of both axes of real parameters `p`. Up to 32 bins, the `2K`
+    /// softmax weights come from one vectorised `exp` pass; the streamed knots computed
+    /// each weight up to three times (normaliser, search, the other axis's prefix), and
+    /// scalar `expf` was a quarter of C3's `log_prob`.
+    fn with_knots<T: Real, R>(&self, p: &[T], f: impl FnOnce(Knots<T, T>, Knots<T, T>) -> R) -> R {
+        let k = self.bins;
+        let bound = T::of(self.bound);
+        let (px, py) = (&p[..k], &p[k..2 * k]);
+        if k > UPFRONT_BINS {
+            return f(Knots::new(px, bound), Knots::new(py, bound));
+        }
+        let max = |r: &[T]| r.iter().fold(T::neg_infinity(), |m, &v| Float::max(m, v));
+        let (mx, my) = (max(px), max(py));
+        let mut e = [T::zero(); 2 * UPFRONT_BINS];
+        for (j, (&a, &b)) in px.iter().zip(py).enumerate() {
+            e[j] = a - mx;
+            e[k + j] = b - my;
+        }
+        crate::vmath::exp_in_place(&mut e[..2 * k]);
+        let (ex, ey) = e[..2 * k].split_at(k);
+        f(Knots::with_exps(px, mx, ex, bound), Knots::with_exps(py, my, ey, bound))
     }
 }
 
@@ -219,9 +278,53 @@ impl<T: Real> Transformer<T> for RqSpline {
             out[0] = wy;
             return true;
         }
+        self.with_knots(p, |xs, ys| self.vjp_in(xs, ys, inverse, v, p, (wy, wl), out));
+        true
+    }
+
+    fn apply<S: Scalar<T>>(&self, x: S, p: &[S]) -> (S, S) {
+        if !self.inside(x.re()) {
+            return (x, S::cst(T::zero()));
+        }
+        self.bin(x.re(), p, true).forward(x)
+    }
+
+    fn invert<S: Scalar<T>>(&self, y: S, p: &[S]) -> (S, S) {
+        if !self.inside(y.re()) {
+            return (y, S::cst(T::zero()));
+        }
+        self.bin(y.re(), p, false).inverse(y)
+    }
+
+    fn apply_value(&self, x: T, p: &[T]) -> (T, T) {
+        if !self.inside(x) {
+            return (x, T::zero());
+        }
+        self.with_knots(p, |xs, ys| self.bin_of(xs, ys, x, p, true).forward(x))
+    }
+
+    fn invert_value(&self, y: T, p: &[T]) -> (T, T) {
+        if !self.inside(y) {
+            return (y, T::zero());
+        }
+        self.with_knots(p, |xs, ys| self.bin_of(xs, ys, y, p, false).inverse(y))
+    }
+}
+
+impl RqSpline {
+    /// The body of [`Transformer::vjp`] for an input inside `[-B, B]`.
+    #[allow(clippy::too_many_arguments)]
+    fn vjp_in<T: Real>(
+        &self,
+        xs: Knots<'_, T, T>,
+        ys: Knots<'_, T, T>,
+        inverse: bool,
+        v: T,
+        p: &[T],
+        (wy, wl): (T, T),
+        out: &mut [T],
+    ) {
         let k = self.bins;
-        let bound = T::of(self.bound);
-        let (xs, ys) = (Knots::new(&p[..k], bound), Knots::new(&p[k..2 * k], bound));
         let (j, s0, s1) = if inverse { ys.find(v) } else { xs.find(v) };
         let (o0, o1) = if inverse { xs.edges(j) } else { ys.edges(j) };
         let ((x0, x1), (y0, y1)) =
@@ -249,21 +352,6 @@ impl<T: Real> Transformer<T> for RqSpline {
         if j + 1 < k {
             out[2 * k + j + 1] += g[6] * slope(d[j]);
         }
-        true
-    }
-
-    fn apply<S: Scalar<T>>(&self, x: S, p: &[S]) -> (S, S) {
-        if !self.inside(x.re()) {
-            return (x, S::cst(T::zero()));
-        }
-        self.bin(x.re(), p, true).forward(x)
-    }
-
-    fn invert<S: Scalar<T>>(&self, y: S, p: &[S]) -> (S, S) {
-        if !self.inside(y.re()) {
-            return (y, S::cst(T::zero()));
-        }
-        self.bin(y.re(), p, false).inverse(y)
     }
 }
 

@@ -212,7 +212,7 @@ impl<T: Real> Tile<T> {
             for r in 0..rows {
                 for qq in q..q1 {
                     let p = &out[r * width + qq * np..r * width + (qq + 1) * np];
-                    let (xv, l) = tr.invert(self.x[r * d + qq], p);
+                    let (xv, l) = tr.invert_value(self.x[r * d + qq], p);
                     self.x[r * d + qq] = xv;
                     self.ld[r] += l;
                 }

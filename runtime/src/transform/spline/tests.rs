@@ -139,3 +139,25 @@ fn fast_vjp_matches_duals_along_every_direction() {
         }
     }
 }
+
+/// The real-valued maps (softmax weights computed up front, up to 32 bins; streamed beyond)
+/// agree with the generic ones on reals, inside, on the bounds, in the tails and at NaN.
+#[test]
+fn real_valued_maps_match_the_generic_ones() {
+    for (k, seed) in [(1, 20), (8, 21), (32, 22), (40, 23)] {
+        let t = RqSpline { bins: k, bound: 3.0 };
+        let p = raw(k, seed, 2.5);
+        for x in [-3.0, -2.2, -0.4, 0.0, 0.7, 1.9, 2.999, 3.0, -7.0, 9.0, f64::NAN] {
+            for inv in [false, true] {
+                let want = eval(&t, inv, x, &p);
+                let got = if inv { t.invert_value(x, &p) } else { t.apply_value(x, &p) };
+                if x.is_nan() {
+                    assert!(got.0.is_nan(), "{k} bins inv={inv}: NaN in, {got:?} out");
+                    continue;
+                }
+                let what = format!("{k} bins, inv={inv}, x={x}");
+                assert_close(&what, &[got.0, got.1], &[want.0, want.1], 1e-13);
+            }
+        }
+    }
+}
