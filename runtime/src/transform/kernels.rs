@@ -291,9 +291,16 @@ fn coupling<T: Real, Tr: Transformer<T>>(
     let out = net_out(&s.net, &s.xc);
     debug_assert_eq!(out.ncols(), trans.len() * np, "transformer coupling: conditioner width");
     let mut buf = Vec::new();
-    Zip::from(x.rows_mut()).and(out.rows()).and(ld).for_each(|mut row, o, ld| {
-        *ld += coupling_row(tr, dir, trans, &mut row, row_slice(o, &mut buf));
-    });
+    // Compiled per CPU: a transformer whose real-valued maps inline here (the spline's)
+    // runs its per-element setup at full vector width.
+    crate::nn::simd(
+        #[inline(always)]
+        || {
+            Zip::from(x.rows_mut()).and(out.rows()).and(ld).for_each(|mut row, o, ld| {
+                *ld += coupling_row(tr, dir, trans, &mut row, row_slice(o, &mut buf));
+            })
+        },
+    );
 }
 
 /// One row of a transformer coupling given the conditioner's output `o`; returns the row's

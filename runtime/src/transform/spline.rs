@@ -53,6 +53,7 @@ impl<'a, T: Real, S: Scalar<T>> Knots<'a, T, S> {
     }
 
     /// The unnormalised softmax weight of bin `j`.
+    #[inline(always)]
     fn weight(&self, j: usize) -> S {
         match self.exps {
             // Only real knots have `exps`, so `S` is `T` here and the constant is the value.
@@ -63,6 +64,7 @@ impl<'a, T: Real, S: Scalar<T>> Knots<'a, T, S> {
 
     /// Knot `j` (`0..=K`), given the summed weights of the bins below it. The end knots are
     /// exactly `-B` and `B`, so the last bin ends where the identity tail starts.
+    #[inline(always)]
     fn knot(&self, j: usize, below: S) -> S {
         if j == 0 {
             S::cst(-self.bound)
@@ -75,6 +77,7 @@ impl<'a, T: Real, S: Scalar<T>> Knots<'a, T, S> {
     }
 
     /// The bin holding `v` (in `[-B, B]`; `B` itself belongs to the last bin) and its knots.
+    #[inline(always)]
     fn find(&self, v: T) -> (usize, S, S) {
         let k = self.raw.len();
         let (mut j, mut below) = (0, self.weight(0));
@@ -89,6 +92,7 @@ impl<'a, T: Real, S: Scalar<T>> Knots<'a, T, S> {
     }
 
     /// The knots of bin `j`.
+    #[inline(always)]
     fn edges(&self, j: usize) -> (S, S) {
         let below = (0..j).fold(S::cst(T::zero()), |acc, i| acc + self.weight(i));
         (self.knot(j, below), self.knot(j + 1, below + self.weight(j)))
@@ -98,6 +102,7 @@ impl<'a, T: Real, S: Scalar<T>> Knots<'a, T, S> {
 impl<'a, T: Real> Knots<'a, T, T> {
     /// Real knots from their weights `exps[j] = exp(raw[j] - max)`, computed by the caller.
     /// (Only `S = T` can hold `exps`: a dual's weight must carry its derivatives.)
+    #[inline(always)]
     fn with_exps(raw: &'a [T], max: T, exps: &'a [T], bound: T) -> Self {
         let k = raw.len();
         let min = MIN_BIN.min(0.5 / k as f64);
@@ -145,6 +150,7 @@ struct Bin<S> {
 impl<S> Bin<S> {
     /// `ln dy/dx` at fraction `xi` of the bin, with slope `s = h / w`:
     /// `ln(s^2 (d1 xi^2 + 2 s xi (1 - xi) + d0 (1 - xi)^2)) - 2 ln(den)`.
+    #[inline(always)]
     fn log_slope<T: Real>(&self, xi: S, s: S) -> S
     where
         S: Scalar<T>,
@@ -158,6 +164,7 @@ impl<S> Bin<S> {
     }
 
     /// `(y, ln dy/dx)` at `x` inside the bin.
+    #[inline(always)]
     fn forward<T: Real>(&self, x: S) -> (S, S)
     where
         S: Scalar<T>,
@@ -173,6 +180,7 @@ impl<S> Bin<S> {
     /// `(x, ln dx/dy)` at `y` inside the bin, by the cancellation-free root of the quadratic
     /// `a xi^2 + b xi + c = 0`: `xi = 2c / (-b - sqrt(b^2 - 4ac))`. The discriminant is
     /// positive in exact arithmetic; rounding below zero is clamped to zero.
+    #[inline(always)]
     fn inverse<T: Real>(&self, y: S) -> (S, S)
     where
         S: Scalar<T>,
@@ -192,6 +200,7 @@ impl<S> Bin<S> {
 
 impl RqSpline {
     /// The derivative at knot `j`: 1 at both ends, from the raw parameter in between.
+    #[inline(always)]
     fn derivative<T: Real, S: Scalar<T>>(&self, raw: &[S], j: usize) -> S {
         if j == 0 || j == self.bins {
             return S::cst(T::one());
@@ -216,6 +225,7 @@ impl RqSpline {
     }
 
     /// [`RqSpline::bin`] with the knots of both axes given.
+    #[inline(always)]
     fn bin_of<T: Real, S: Scalar<T>>(
         &self,
         xs: Knots<'_, T, S>,
@@ -244,6 +254,7 @@ impl RqSpline {
     /// softmax weights come from one vectorised `exp` pass; the streamed knots computed
     /// each weight up to three times (normaliser, search, the other axis's prefix), and
     /// scalar `expf` was a quarter of C3's `log_prob`.
+    #[inline(always)]
     fn with_knots<T: Real, R>(&self, p: &[T], f: impl FnOnce(Knots<T, T>, Knots<T, T>) -> R) -> R {
         let k = self.bins;
         let bound = T::of(self.bound);
@@ -296,6 +307,7 @@ impl<T: Real> Transformer<T> for RqSpline {
         self.bin(y.re(), p, false).inverse(y)
     }
 
+    #[inline(always)]
     fn apply_value(&self, x: T, p: &[T]) -> (T, T) {
         if !self.inside(x) {
             return (x, T::zero());
@@ -303,6 +315,7 @@ impl<T: Real> Transformer<T> for RqSpline {
         self.with_knots(p, |xs, ys| self.bin_of(xs, ys, x, p, true).forward(x))
     }
 
+    #[inline(always)]
     fn invert_value(&self, y: T, p: &[T]) -> (T, T) {
         if !self.inside(y) {
             return (y, T::zero());
