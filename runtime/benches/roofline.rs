@@ -6,7 +6,9 @@
 //! - the FMA ceiling: a loop of independent 512-bit (or 256-bit) FMAs on one and two cores,
 //!   the same method as `shared/design/DEPENDENCIES.md` section 3;
 //! - `flowspec_runtime::gemm::gemm` at each product shape of a C4 batch-4096 training step
-//!   (forward, gradient passed down, weight gradient) and at 4096x256x256 for comparison.
+//!   (forward, gradient passed down, weight gradient) and at 4096x256x256 for comparison;
+//! - the read bandwidth of one core from L2, streaming as many bytes as C1's conditioner
+//!   weights (the floor under `log_prob_one`, which reads every weight once per point).
 
 use flowspec_runtime::gemm::gemm;
 use flowspec_runtime::Real;
@@ -35,8 +37,9 @@ fn rate(flops: f64, mut f: impl FnMut()) -> f64 {
     trials[3]
 }
 
-/// `iters` rounds of 12 independent FMA chains, each a named local so that all 12 live in
-/// registers: `$fma(acc, a, b)` over vectors made by `$set1(f64)`; returns their lane sum.
+/// `iters` rounds of 16 independent FMA chains (two FMA ports times a latency of 4 needs at
+/// least 8; with 12 the loop measured 129 GFLOP/s on one core where a C loop of 16 gave 172),
+/// each a named local so that all 16 live in registers: `$fma(acc, a, b)` over vectors made by `$set1(f64)`; returns their lane sum.
 macro_rules! fma_kernel {
     ($name:ident, $feat:literal, $vec:ty, $set1:ident, $fma:ident, $lane:ty, $lanes:literal) => {
         #[cfg(target_arch = "x86_64")]
@@ -50,6 +53,7 @@ macro_rules! fma_kernel {
                 (v(0), v(1), v(2), v(3), v(4), v(5));
             let (mut c6, mut c7, mut c8, mut c9, mut c10, mut c11) =
                 (v(6), v(7), v(8), v(9), v(10), v(11));
+            let (mut c12, mut c13, mut c14, mut c15) = (v(12), v(13), v(14), v(15));
             for _ in 0..iters {
                 c0 = $fma(c0, a, b);
                 c1 = $fma(c1, a, b);
@@ -63,8 +67,12 @@ macro_rules! fma_kernel {
                 c9 = $fma(c9, a, b);
                 c10 = $fma(c10, a, b);
                 c11 = $fma(c11, a, b);
+                c12 = $fma(c12, a, b);
+                c13 = $fma(c13, a, b);
+                c14 = $fma(c14, a, b);
+                c15 = $fma(c15, a, b);
             }
-            [c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11]
+            [c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15]
                 .iter()
                 .map(|c| {
                     std::mem::transmute::<$vec, [$lane; $lanes]>(*c)
@@ -81,10 +89,63 @@ fma_kernel!(fma_512_f64, "avx512f", __m512d, _mm512_set1_pd, _mm512_fmadd_pd, f6
 fma_kernel!(fma_256_f32, "avx2,fma", __m256, _mm256_set1_ps, _mm256_fmadd_ps, f32, 8);
 fma_kernel!(fma_256_f64, "avx2,fma", __m256d, _mm256_set1_pd, _mm256_fmadd_pd, f64, 4);
 
+/// `passes` reads of `buf` in 64-byte lines into four independent sums; returns their total
+/// (so the loads cannot be dropped).
+macro_rules! read_kernel {
+    ($name:ident, $feat:literal, $vec:ty, $load:ident, $add:ident, $zero:ident, $step:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $feat)]
+        unsafe fn $name(buf: &[f32], passes: usize) -> f32 {
+            use std::arch::x86_64::*;
+            let (mut s0, mut s1, mut s2, mut s3) = ($zero(), $zero(), $zero(), $zero());
+            for _ in 0..passes {
+                for line in buf.chunks_exact(4 * $step) {
+                    let p = line.as_ptr();
+                    s0 = $add(s0, $load(p));
+                    s1 = $add(s1, $load(p.add($step)));
+                    s2 = $add(s2, $load(p.add(2 * $step)));
+                    s3 = $add(s3, $load(p.add(3 * $step)));
+                }
+            }
+            let mut lanes = [0f32; 16];
+            let s: $vec = $add($add(s0, s1), $add(s2, s3));
+            std::ptr::copy_nonoverlapping(
+                &s as *const $vec as *const f32,
+                lanes.as_mut_ptr(),
+                $step,
+            );
+            lanes.iter().sum()
+        }
+    };
+}
+
+read_kernel!(read_512, "avx512f", __m512, _mm512_loadu_ps, _mm512_add_ps, _mm512_setzero_ps, 16);
+read_kernel!(read_256, "avx2", __m256, _mm256_loadu_ps, _mm256_add_ps, _mm256_setzero_ps, 8);
+
+/// One core's read bandwidth in GB/s over a buffer of `bytes` (None off x86-64 or AVX2).
+fn read_bandwidth(bytes: usize) -> Option<f64> {
+    let buf: Vec<f32> = (0..bytes / 4).map(|i| i as f32 * 1e-9).collect();
+    #[cfg(target_arch = "x86_64")]
+    let run: fn(&[f32], usize) -> f32 = if is_x86_feature_detected!("avx512f") {
+        |b, n| unsafe { read_512(b, n) }
+    } else if is_x86_feature_detected!("avx2") {
+        |b, n| unsafe { read_256(b, n) }
+    } else {
+        return None;
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    return None;
+    let passes = (1 << 24) / bytes.max(1);
+    // `rate` reports billions of its units per second: here GB/s.
+    Some(rate((bytes * passes) as f64, || {
+        std::hint::black_box(run(std::hint::black_box(&buf), passes));
+    }))
+}
+
 /// The FMA ceiling of `threads` cores for `T`, at the widest vector width this CPU has
 /// (None off x86-64 or without FMA).
 fn fma_ceiling<T: Real>(threads: usize) -> Option<(f64, &'static str)> {
-    const ITERS: usize = 1 << 16;
+    const ITERS: usize = 1 << 18;
     let f32 = std::mem::size_of::<T>() == 4;
     #[cfg(target_arch = "x86_64")]
     let (run, bits): (fn(usize) -> f64, usize) = if is_x86_feature_detected!("avx512f") {
@@ -97,7 +158,7 @@ fn fma_ceiling<T: Real>(threads: usize) -> Option<(f64, &'static str)> {
     #[cfg(not(target_arch = "x86_64"))]
     return None;
     let lanes = bits / 8 / std::mem::size_of::<T>();
-    let flops = (2 * 12 * lanes * ITERS * threads) as f64;
+    let flops = (2 * 16 * lanes * ITERS * threads) as f64;
     let r = rate(flops, || {
         std::thread::scope(|s| {
             for _ in 0..threads {
@@ -148,7 +209,23 @@ fn report<T: Real>() {
     }
 }
 
+/// C1's conditioner weights per point: 8 couplings of 1 -> 64 -> 64 -> 2 (4,288 weights).
+fn report_l2() {
+    for (dtype, size) in [("f32", 4), ("f64", 8)] {
+        let bytes = 8 * (64 + 64 * 64 + 64 * 2) * size;
+        match read_bandwidth(bytes) {
+            Some(gbs) => println!(
+                "{dtype}: one core reads C1's {} KB of weights at {gbs:.0} GB/s: {:.2} us per point",
+                bytes / 1024,
+                bytes as f64 / gbs / 1e3
+            ),
+            None => println!("{dtype}: no read bandwidth measured on this CPU"),
+        }
+    }
+}
+
 fn main() {
     report::<f32>();
     report::<f64>();
+    report_l2();
 }
