@@ -209,9 +209,8 @@ fn madd<T: Real, const FMA: bool>(acc: T, a: T, b: T) -> T {
 }
 
 /// Full blocks of W outputs accumulate in registers over the inner index (with `TWO`, even
-/// and odd inputs into two sets of sums); the last `n mod W` outputs (a conditioner's narrow output layer) are
-/// dot products down the columns of `w`, each split into 8 partial sums so they do not wait
-/// on one another.
+/// and odd inputs into two sets of sums); the last `n mod W` outputs are dot products down
+/// the columns of `w`, each split into 8 partial sums so they do not wait on one another.
 #[inline(always)]
 fn dense_row_blocked<T: Real, const W: usize, const TWO: bool, const FMA: bool>(
     w: &[T],
