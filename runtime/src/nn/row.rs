@@ -224,11 +224,10 @@ fn dense_row_blocked<T: Real, const W: usize, const TWO: bool, const FMA: bool>(
     while j0 + W <= n {
         let mut acc = <[T; W]>::try_from(&b[j0..j0 + W]).expect("W outputs");
         let mut acc2 = [T::zero(); W];
-        let mut pairs = w.chunks_exact(2 * n).zip(x.chunks_exact(2));
         if TWO {
             // Rows 2k and 2k + 1 into separate sums (plain variables, not an indexed array:
             // LLVM then keeps both sets in registers instead of storing them every step).
-            for (rows, xs) in pairs.by_ref() {
+            for (rows, xs) in w.chunks_exact(2 * n).zip(x.chunks_exact(2)) {
                 prefetch_block::<T, W>(rows.as_ptr().wrapping_add(PREFETCH * 2 * n + j0), n);
                 let (r0, r1) = rows.split_at(n);
                 let r0 = <&[T; W]>::try_from(&r0[j0..j0 + W]).expect("W weights");

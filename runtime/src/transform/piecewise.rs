@@ -14,10 +14,16 @@ pub struct PiecewiseLinear {
     pub bins: usize,
 }
 
+/// `max(raw)` (of the real parts; NaN entries are ignored), the shift of a softmax.
+#[inline(always)]
+pub(super) fn softmax_max<T: Real, S: Scalar<T>>(raw: &[S]) -> T {
+    raw.iter().fold(T::neg_infinity(), |m, r| Float::max(m, r.re()))
+}
+
 /// `max(raw)` and `sum_k exp(raw_k - max)`: a softmax that cannot overflow. The maximum is a
 /// constant; softmax does not depend on it, so derivatives are unaffected.
 pub(super) fn softmax_norm<T: Real, S: Scalar<T>>(raw: &[S]) -> (T, S) {
-    let max = raw.iter().fold(T::neg_infinity(), |m, r| Float::max(m, r.re()));
+    let max = softmax_max(raw);
     let sum = raw.iter().fold(S::cst(T::zero()), |acc, &r| acc + (r - S::cst(max)).exp());
     (max, sum)
 }

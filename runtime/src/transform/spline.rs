@@ -5,10 +5,9 @@
 //! the spline needs no buffers: the real path allocates nothing and the dual path works for
 //! any number of bins.
 
-use super::piecewise::{snap_unit, softmax_norm};
+use super::piecewise::{snap_unit, softmax_max, softmax_norm};
 use super::{Dual, Scalar, Transformer};
 use crate::real::Real;
-use num_traits::Float;
 
 /// Minimum bin width and height, as fractions of the interval `2B`.
 const MIN_BIN: f64 = 1e-3;
@@ -45,11 +44,17 @@ struct Knots<'a, T, S> {
 
 impl<'a, T: Real, S: Scalar<T>> Knots<'a, T, S> {
     fn new(raw: &'a [S], bound: T) -> Self {
+        let (max, sum) = softmax_norm(raw);
+        Self::assemble(raw, None, max, sum, bound)
+    }
+
+    /// The knots of `raw` with their softmax shift and normaliser, and the weights if known.
+    #[inline(always)]
+    fn assemble(raw: &'a [S], exps: Option<&'a [T]>, max: T, sum: S, bound: T) -> Self {
         let k = raw.len();
         let min = MIN_BIN.min(0.5 / k as f64);
-        let (max, sum) = softmax_norm(raw);
         let (min, free) = (T::of(min), T::of(1.0 - k as f64 * min));
-        Self { raw, exps: None, max, sum, min, free, bound }
+        Self { raw, exps, max, sum, min, free, bound }
     }
 
     /// The unnormalised softmax weight of bin `j`.
@@ -104,11 +109,8 @@ impl<'a, T: Real> Knots<'a, T, T> {
     /// (Only `S = T` can hold `exps`: a dual's weight must carry its derivatives.)
     #[inline(always)]
     fn with_exps(raw: &'a [T], max: T, exps: &'a [T], bound: T) -> Self {
-        let k = raw.len();
-        let min = MIN_BIN.min(0.5 / k as f64);
         let sum = exps.iter().fold(T::zero(), |acc, &e| acc + e);
-        let (min, free) = (T::of(min), T::of(1.0 - k as f64 * min));
-        Self { raw, exps: Some(exps), max, sum, min, free, bound }
+        Self::assemble(raw, Some(exps), max, sum, bound)
     }
 
     /// Adds to `out[i]` the gradient with respect to logit `i` of a loss whose gradients with
@@ -262,8 +264,7 @@ impl RqSpline {
         if k > UPFRONT_BINS {
             return f(Knots::new(px, bound), Knots::new(py, bound));
         }
-        let max = |r: &[T]| r.iter().fold(T::neg_infinity(), |m, &v| Float::max(m, v));
-        let (mx, my) = (max(px), max(py));
+        let (mx, my) = (softmax_max(px), softmax_max(py));
         let mut e = [T::zero(); 2 * UPFRONT_BINS];
         for (j, (&a, &b)) in px.iter().zip(py).enumerate() {
             e[j] = a - mx;
