@@ -10,7 +10,7 @@
 //! - the read bandwidth of one core from L2, streaming as many bytes as C1's conditioner
 //!   weights (the floor under `log_prob_one`, which reads every weight once per point).
 
-use flowspec_runtime::gemm::gemm;
+use flowspec_runtime::gemm::{fused_dense, gemm};
 use flowspec_runtime::Real;
 use ndarray::Array2;
 use rand::RngExt;
@@ -179,6 +179,41 @@ fn gemm_rate<T: Real>(m: usize, k: usize, n: usize, transposed: bool) -> f64 {
     rate((2 * m * k * n) as f64, || gemm(a.view(), b.view(), c.view_mut(), false))
 }
 
+/// One 256-row tile of a conditioner layer on one core: `gemm` then the bias and ReLU pass
+/// that `Mlp::forward` used to run, against `fused_dense` (both in one pass).
+fn tile_rates<T: Real>(k: usize, n: usize) -> (f64, Option<f64>) {
+    let mut rng = flowspec_runtime::rng_from_seed(4);
+    let mut fill =
+        |r, c| Array2::from_shape_simple_fn((r, c), || T::of(rng.random_range(-1.0..1.0)));
+    let (a, b, bias) = (fill(256, k), fill(k, n), fill(1, n).into_raw_vec_and_offset().0);
+    let mut c = Array2::<T>::zeros((256, n));
+    let flops = (2 * 256 * k * n) as f64;
+    let faer = rate(flops, || {
+        gemm(a.view(), b.view(), c.view_mut(), false);
+        c.rows_mut().into_iter().for_each(|mut r| {
+            r.iter_mut().zip(&bias).for_each(|(v, &b)| *v = (*v + b).max(T::zero()))
+        });
+    });
+    let fits = fused_dense(a.view(), b.view(), Some(&bias), true, c.view_mut());
+    let fused = fits.then(|| {
+        rate(flops, || {
+            fused_dense(a.view(), b.view(), Some(&bias), true, c.view_mut());
+        })
+    });
+    (faer, fused)
+}
+
+fn report_tiles<T: Real>() {
+    for (k, n) in [(1, 64), (64, 64), (64, 2), (64, 23), (256, 256)] {
+        let (faer, fused) = tile_rates::<T>(k, n);
+        let fused = fused.map_or("not taken".into(), |r| format!("{r:.1}"));
+        println!(
+            "  {} tile 256x{k}x{n} + bias + ReLU, one core: gemm {faer:.1}, fused_dense {fused} GFLOP/s",
+            T::DTYPE
+        );
+    }
+}
+
 fn report<T: Real>() {
     let two = match (fma_ceiling::<T>(1), fma_ceiling::<T>(2)) {
         (Some((one, width)), Some((two, _))) => {
@@ -225,7 +260,14 @@ fn report_l2() {
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "tiles") {
+        report_tiles::<f32>();
+        report_tiles::<f64>();
+        return;
+    }
     report::<f32>();
     report::<f64>();
+    report_tiles::<f32>();
+    report_tiles::<f64>();
     report_l2();
 }

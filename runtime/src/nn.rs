@@ -224,14 +224,14 @@ impl<T: Real> Mlp<T> {
                 let (done, rest) = outs.split_at_mut(i);
                 let input = if i == 0 { x.slice(rows) } else { done[i - 1].slice(rows) };
                 let mut out = rest[0].slice_mut(rows);
+                let act = if i < last { Some(self.act) } else { None };
                 match sp {
-                    None => gemm::gemm(input, layer.w.view(), out.view_mut(), false),
+                    None => layer.forward_into(input, out, act),
                     Some(b) => {
-                        blocked::product(input, layer.w.view(), out.view_mut(), false, &b[i])
+                        blocked::product(input, layer.w.view(), out.view_mut(), false, &b[i]);
+                        add_bias_activate(out, &layer.b, act);
                     }
                 }
-                let act = if i < last { Some(self.act) } else { None };
-                add_bias_activate(out, &layer.b, act);
             }
         }
     }
@@ -294,6 +294,26 @@ impl<T: Real> Mlp<T> {
                 pass_down(delta, layer.w.view(), dx.view_mut(), None, true, par, blocks);
             }
         }
+    }
+}
+
+impl<T: Real> Dense<T> {
+    /// `out = act(input w + b)`: in one pass by [`gemm::fused_dense`] where it applies (no
+    /// activation or ReLU), else the product then [`add_bias_activate`].
+    fn forward_into(
+        &self,
+        input: ArrayView2<T>,
+        mut out: ArrayViewMut2<T>,
+        act: Option<Activation>,
+    ) {
+        let relu = act == Some(Activation::Relu);
+        if let (true, Some(bias)) = (act.is_none() || relu, self.b.as_slice()) {
+            if gemm::fused_dense(input, self.w.view(), Some(bias), relu, out.view_mut()) {
+                return;
+            }
+        }
+        gemm::gemm(input, self.w.view(), out.view_mut(), false);
+        add_bias_activate(out, &self.b, act);
     }
 }
 
