@@ -107,6 +107,7 @@ pub fn exp_f32(x: f32) -> f32 {
 /// up first), then fdlibm's `ln(1 + f)` (`f = m - 1`) from `s = f / (2 + f)` and a degree-14
 /// polynomial in `s`. Within 1 ulp of `f64::ln`; 0, negative, `inf` and NaN as `ln` does.
 #[inline(always)]
+#[allow(clippy::excessive_precision)] // fdlibm's constants, verbatim
 pub fn ln_f64(x: f64) -> f64 {
     const LN2_HI: f64 = 6.93147180369123816490e-01;
     const LN2_LO: f64 = 1.90821492927058770002e-10;
@@ -139,6 +140,7 @@ pub fn ln_f64(x: f64) -> f64 {
 
 /// ln in f32, branch-free: as [`ln_f64`] with fdlibm's degree-8 polynomial. Within 1 ulp.
 #[inline(always)]
+#[allow(clippy::excessive_precision)] // fdlibm's constants, verbatim
 pub fn ln_f32(x: f32) -> f32 {
     const LN2_HI: f32 = 6.9313812256e-01;
     const LN2_LO: f32 = 9.0580006145e-06;
