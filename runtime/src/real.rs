@@ -28,6 +28,12 @@ pub trait Real:
     fn of(x: f64) -> Self;
     /// Converts to f64 (exact).
     fn f64(self) -> f64;
+    /// `exp` without branches ([`crate::vmath::exp_f64`] / [`crate::vmath::exp_f32`]), so a
+    /// loop of it vectorises under [`crate::nn::simd`]. Within 2 ulp.
+    fn vexp(self) -> Self;
+    /// `ln` without branches ([`crate::vmath::ln_f64`] / [`crate::vmath::ln_f32`]). Within
+    /// 1 ulp.
+    fn vln(self) -> Self;
 }
 
 impl Real for f32 {
@@ -40,6 +46,14 @@ impl Real for f32 {
     fn f64(self) -> f64 {
         self as f64
     }
+    #[inline(always)]
+    fn vexp(self) -> Self {
+        crate::vmath::exp_f32(self)
+    }
+    #[inline(always)]
+    fn vln(self) -> Self {
+        crate::vmath::ln_f32(self)
+    }
 }
 
 impl Real for f64 {
@@ -51,5 +65,13 @@ impl Real for f64 {
     #[inline(always)]
     fn f64(self) -> f64 {
         self
+    }
+    #[inline(always)]
+    fn vexp(self) -> Self {
+        crate::vmath::exp_f64(self)
+    }
+    #[inline(always)]
+    fn vln(self) -> Self {
+        crate::vmath::ln_f64(self)
     }
 }

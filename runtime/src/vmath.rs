@@ -1,4 +1,6 @@
-//! `exp` over a slice, vectorised: the coupling kernels' scales for a whole row tile at once.
+//! `exp` over a slice, vectorised: the coupling kernels' scales for a whole row tile at once;
+//! and branch-free scalar `exp` and `ln` for loops that the compiler vectorises (the spline's
+//! rows-in-lanes kernel).
 //!
 //! libm's `exp` is a call per element that the compiler cannot vectorise. Here each element
 //! is a branch-free polynomial (Cody-Waite reduction `x = n ln 2 + r`, `|r| <= ln 2 / 2`,
@@ -98,6 +100,80 @@ pub fn exp_f32(x: f32) -> f32 {
         x
     } else {
         y
+    }
+}
+
+/// ln in f64, branch-free: `x = 2^k m` with `m` in `[sqrt(1/2), sqrt(2))` (subnormals scaled
+/// up first), then fdlibm's `ln(1 + f)` (`f = m - 1`) from `s = f / (2 + f)` and a degree-14
+/// polynomial in `s`. Within 1 ulp of `f64::ln`; 0, negative, `inf` and NaN as `ln` does.
+#[inline(always)]
+#[allow(clippy::excessive_precision)] // fdlibm's constants, verbatim
+pub fn ln_f64(x: f64) -> f64 {
+    const LN2_HI: f64 = 6.93147180369123816490e-01;
+    const LN2_LO: f64 = 1.90821492927058770002e-10;
+    const LG: [f64; 7] = [
+        6.666666666666735130e-01,
+        3.999999999940941908e-01,
+        2.857142874366239149e-01,
+        2.222219843214978396e-01,
+        1.818357216161805012e-01,
+        1.531383769920937332e-01,
+        1.479819860511658591e-01,
+    ];
+    let sub = x < f64::MIN_POSITIVE;
+    let xs = if sub { x * 18014398509481984.0 } else { x }; // 2^54
+                                                            // Offsetting by the bits of 1 - sqrt(1/2) makes the exponent field round m to the
+                                                            // nearest power of two; the field is read as a float through 2^52's mantissa (AVX2 has
+                                                            // no i64 -> f64 conversion).
+    let bits = xs.to_bits().wrapping_add((0x3ff00000 - 0x3fe6a09e) << 32);
+    let e = f64::from_bits(0x4330_0000_0000_0000 | (bits >> 52)) - 4503599627370496.0;
+    let dk = e - 1023.0 - if sub { 54.0 } else { 0.0 };
+    let f = f64::from_bits((bits & 0x000f_ffff_ffff_ffff) + (0x3fe6a09e << 32)) - 1.0;
+    let hfsq = 0.5 * f * f;
+    let s = f / (2.0 + f);
+    let (z, w) = (s * s, s * s * s * s);
+    let t1 = w * (LG[1] + w * (LG[3] + w * LG[5]));
+    let t2 = z * (LG[0] + w * (LG[2] + w * (LG[4] + w * LG[6])));
+    let y = s * (hfsq + (t2 + t1)) + dk * LN2_LO - hfsq + f + dk * LN2_HI;
+    ln_special(x, y, 0.0, f64::INFINITY, f64::NAN)
+}
+
+/// ln in f32, branch-free: as [`ln_f64`] with fdlibm's degree-8 polynomial. Within 1 ulp.
+#[inline(always)]
+#[allow(clippy::excessive_precision)] // fdlibm's constants, verbatim
+pub fn ln_f32(x: f32) -> f32 {
+    const LN2_HI: f32 = 6.9313812256e-01;
+    const LN2_LO: f32 = 9.0580006145e-06;
+    const LG: [f32; 4] = [0.666_666_6, 0.400_009_72, 0.284_987_87, 0.242_790_79];
+    let sub = x < f32::MIN_POSITIVE;
+    let xs = if sub { x * 33554432.0 } else { x }; // 2^25
+    let bits = xs.to_bits().wrapping_add(0x3f800000 - 0x3f3504f3);
+    let dk = ((bits >> 23) as i32 - 0x7f) as f32 - if sub { 25.0 } else { 0.0 };
+    let f = f32::from_bits((bits & 0x007f_ffff) + 0x3f3504f3) - 1.0;
+    let hfsq = 0.5 * f * f;
+    let s = f / (2.0 + f);
+    let (z, w) = (s * s, s * s * s * s);
+    let r = z * (LG[0] + w * LG[2]) + w * (LG[1] + w * LG[3]);
+    let y = s * (hfsq + r) + dk * LN2_LO - hfsq + f + dk * LN2_HI;
+    ln_special(x, y, 0.0, f32::INFINITY, f32::NAN)
+}
+
+/// `y` (ln of a positive finite `x`), else `ln(0) = -inf`, `ln(inf) = inf`, and NaN for
+/// negative or NaN `x`: selects, no branches.
+#[inline(always)]
+fn ln_special<T: PartialOrd + Copy + std::ops::Neg<Output = T>>(
+    x: T,
+    y: T,
+    zero: T,
+    inf: T,
+    nan: T,
+) -> T {
+    let y = if x == zero { -inf } else { y };
+    let y = if x == inf { inf } else { y };
+    if x >= zero {
+        y
+    } else {
+        nan
     }
 }
 
@@ -232,6 +308,73 @@ mod tests {
         exp_in_place(&mut got);
         for (&x, &y) in xs.iter().zip(&got) {
             assert_eq!(exp_f64(x).to_bits(), y.to_bits(), "exp({x})");
+        }
+    }
+
+    #[test]
+    fn ln_f64_agrees_with_std() {
+        let mut xs = vec![
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            5e-324,
+            1e-310,
+            2.2250738585072014e-308,
+            2.225073858507201e-308,
+            0.7071067811865476,
+            0.7071067811865475,
+            1.4142135623730951,
+            1.0 + 1e-15,
+            1.0 - 1e-16,
+            f64::MAX,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+        ];
+        xs.extend((0..20_000).map(|i| 0.5 + 1.5 * i as f64 / 20_000.0));
+        xs.extend((0..20_000).map(|i| 10f64.powf(-320.0 + 628.0 * i as f64 / 20_000.0)));
+        for &x in &xs {
+            let (got, want) = (ln_f64(x), x.ln());
+            if want.is_nan() {
+                assert!(got.is_nan(), "ln({x}) = {got}, want NaN");
+            } else {
+                assert!(ulps64(got, want) <= 1, "ln({x}) = {got:e}, want {want:e}");
+            }
+        }
+    }
+
+    #[test]
+    fn ln_f32_agrees_with_std() {
+        let mut xs: Vec<f32> = vec![
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            1e-45,
+            1e-40,
+            1.1754944e-38,
+            1.1754942e-38,
+            0.70710677,
+            0.70710676,
+            1.4142135,
+            1.0000001,
+            0.99999994,
+            f32::MAX,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ];
+        xs.extend((0..40_000).map(|i| 0.5 + 1.5 * i as f32 / 40_000.0));
+        xs.extend((0..40_000).map(|i| 10f32.powf(-45.0 + 83.0 * i as f32 / 40_000.0)));
+        for &x in &xs {
+            // The reference in f64, rounded once.
+            let (got, want) = (ln_f32(x), (x as f64).ln() as f32);
+            if want.is_nan() {
+                assert!(got.is_nan(), "ln({x}) = {got}, want NaN");
+            } else {
+                assert!(ulps32(got, want) <= 1, "ln({x}) = {got:e}, want {want:e}");
+            }
         }
     }
 }

@@ -172,14 +172,18 @@ fn elementwise<T: Real, Tr: Transformer<T>>(
 ) {
     debug_assert_eq!(p.width(), tr.n_params(), "elementwise: raw parameter count");
     let raw = p.raw_rows(cols.len());
+    let inverse = matches!(dir, Dir::Invert);
+    // Per column, every row with the same parameters (stride 0), through contiguous copies.
+    let mut col = Vec::with_capacity(x.nrows());
+    let mut lds = ld.to_vec();
     for (i, &c) in cols.iter().enumerate() {
         let pi = raw.row(i).to_slice().unwrap_or(&[]);
-        Zip::from(x.column_mut(c)).and(&mut ld).for_each(|v, l| {
-            let (y, d) = dir.eval_value(tr, *v, pi);
-            *v = y;
-            *l += d;
-        });
+        col.clear();
+        col.extend(x.column(c).iter().copied());
+        tr.eval_rows(inverse, &mut col, pi, 0, &mut lds);
+        x.column_mut(c).iter_mut().zip(&col).for_each(|(v, &y)| *v = y);
     }
+    ld.assign(&ndarray::ArrayView1::from(&lds[..]));
 }
 
 /// Backward pass of [`elementwise_inverse`]: `g` holds dLoss/dz on entry and dLoss/dx on
@@ -283,24 +287,35 @@ fn coupling<T: Real, Tr: Transformer<T>>(
     cond: &[usize],
     trans: &[usize],
     mut x: ArrayViewMut2<T>,
-    ld: ArrayViewMut1<T>,
+    mut ld: ArrayViewMut1<T>,
     s: &mut CouplingScratch<T>,
 ) {
     condition(net, cond, x.view(), s);
     let np = tr.n_params();
     let out = net_out(&s.net, &s.xc);
     debug_assert_eq!(out.ncols(), trans.len() * np, "transformer coupling: conditioner width");
-    let mut buf = Vec::new();
-    // Compiled per CPU: a transformer whose real-valued maps inline here (the spline's)
-    // runs its per-element setup at full vector width.
+    let out = out.as_standard_layout();
+    let o = out.as_slice().unwrap_or(&[]);
+    let width = trans.len() * np;
+    let inverse = matches!(dir, Dir::Invert);
+    // One column at a time, so a transformer can evaluate many rows at once (the spline's
+    // SIMD lanes); contiguous copies of the column and the log-dets.
+    let mut col = Vec::with_capacity(x.nrows());
+    let mut lds = ld.to_vec();
+    // Compiled per CPU: a transformer whose real-valued maps inline here runs them at full
+    // vector width.
     crate::nn::simd(
         #[inline(always)]
         || {
-            Zip::from(x.rows_mut()).and(out.rows()).and(ld).for_each(|mut row, o, ld| {
-                *ld += coupling_row(tr, dir, trans, &mut row, row_slice(o, &mut buf));
-            })
+            for (k, &c) in trans.iter().enumerate() {
+                col.clear();
+                col.extend(x.column(c).iter().copied());
+                tr.eval_rows(inverse, &mut col, &o[(k * np).min(o.len())..], width, &mut lds);
+                x.column_mut(c).iter_mut().zip(&col).for_each(|(v, &y)| *v = y);
+            }
         },
     );
+    ld.assign(&ndarray::ArrayView1::from(&lds[..]));
 }
 
 /// One row of a transformer coupling given the conditioner's output `o`; returns the row's

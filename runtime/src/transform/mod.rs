@@ -73,6 +73,17 @@ pub trait Transformer<T: Real>: Clone + Send + Sync {
         false
     }
 
+    /// [`Transformer::apply_value`] (or [`Transformer::invert_value`] if `inverse`) down a
+    /// column: row `r` maps `xs[r]` with the raw parameters `p[r * stride..][..n_params()]`
+    /// (`stride` 0: the same parameters for every row) and adds its `ln|t'|` to `ld[r]`. The
+    /// coupling and elementwise kernels call this once per column; an override evaluates
+    /// several rows at a time ([`RqSpline`]'s, in SIMD lanes), agreeing with the per-element
+    /// maps up to the last bits of `exp` and `ln`.
+    #[inline(always)]
+    fn eval_rows(&self, inverse: bool, xs: &mut [T], p: &[T], stride: usize, ld: &mut [T]) {
+        eval_each(self, inverse, xs, p, stride, ld);
+    }
+
     /// `apply` over many elements: `xs[k] = t(xs[k]; p[k P..(k + 1) P])`, returning the sum
     /// of the `ln|t'|` in order of `k`. `buf` is scratch. An override computes the same
     /// values (up to the last bits of `exp`) in vectorised passes.
@@ -86,6 +97,25 @@ pub trait Transformer<T: Real>: Clone + Send + Sync {
             sum += l;
         }
         sum
+    }
+}
+
+/// [`Transformer::eval_rows`] one element at a time.
+#[inline(always)]
+pub(crate) fn eval_each<T: Real, Tr: Transformer<T>>(
+    tr: &Tr,
+    inverse: bool,
+    xs: &mut [T],
+    p: &[T],
+    stride: usize,
+    ld: &mut [T],
+) {
+    let np = tr.n_params();
+    for (r, (x, l)) in xs.iter_mut().zip(ld.iter_mut()).enumerate() {
+        let q = &p[r * stride..r * stride + np];
+        let (y, d) = if inverse { tr.invert_value(*x, q) } else { tr.apply_value(*x, q) };
+        *x = y;
+        *l += d;
     }
 }
 

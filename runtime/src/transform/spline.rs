@@ -323,6 +323,11 @@ impl<T: Real> Transformer<T> for RqSpline {
         }
         self.with_knots(p, |xs, ys| self.bin_of(xs, ys, y, p, false).inverse(y))
     }
+
+    /// Rows in SIMD lanes ([`rows`]).
+    fn eval_rows(&self, inverse: bool, xs: &mut [T], p: &[T], stride: usize, ld: &mut [T]) {
+        self.eval_rows_in_lanes(inverse, xs, p, stride, ld);
+    }
 }
 
 impl RqSpline {
@@ -369,5 +374,6 @@ impl RqSpline {
     }
 }
 
+mod rows;
 #[cfg(test)]
 mod tests;
