@@ -28,24 +28,17 @@ pub fn fused_dense<T: Real>(
     let ((m, k), n) = (a.dim(), b.ncols());
     assert!(b.nrows() == k && c.dim() == (m, n), "fused_dense: shapes");
     assert!(bias.is_none_or(|b| b.len() == n), "fused_dense: bias width");
-    kernel_product(a, b, Epilogue { accumulate: false, bias, relu }, c)
+    kernel_product(a, b, bias, relu, c)
 }
 
-/// What [`kernel_product`] does after the product: `c = [c +] a b [+ bias]`, then ReLU.
-#[derive(Clone, Copy)]
-struct Epilogue<'a, T> {
-    accumulate: bool,
-    bias: Option<&'a [T]>,
-    relu: bool,
-}
-
-/// The register-blocked AVX-512 product where it applies (see [`kernel_fits`]); false, with
-/// `c` untouched, where it does not.
+/// The register-blocked AVX-512 product of [`fused_dense`] where it applies (see
+/// [`kernel_fits`]); false, with `c` untouched, where it does not.
 #[allow(unused_mut, unused_variables)]
 fn kernel_product<T: Real>(
     a: ArrayView2<T>,
     b: ArrayView2<T>,
-    ep: Epilogue<T>,
+    bias: Option<&[T]>,
+    relu: bool,
     mut c: ArrayViewMut2<T>,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -54,9 +47,9 @@ fn kernel_product<T: Real>(
         // in `kernel_fits`); see `kernel_as`.
         unsafe {
             if TypeId::of::<T>() == TypeId::of::<f32>() {
-                kernel_as::<T, f32>(&a, &b, ep, &mut c);
+                kernel_as::<T, f32>(&a, &b, bias, relu, &mut c);
             } else {
-                kernel_as::<T, f64>(&a, &b, ep, &mut c);
+                kernel_as::<T, f64>(&a, &b, bias, relu, &mut c);
             }
         }
         // No `clear_upper_registers` here: LLVM ends the kernel with `vzeroupper` itself
@@ -76,7 +69,8 @@ fn kernel_product<T: Real>(
 unsafe fn kernel_as<T: Real, L: avx512::Lane>(
     a: &ArrayView2<T>,
     b: &ArrayView2<T>,
-    ep: Epilogue<T>,
+    bias: Option<&[T]>,
+    relu: bool,
     c: &mut ArrayViewMut2<T>,
 ) {
     let mat = |p: *const T, s: &[isize]| avx512::Mat {
@@ -84,8 +78,7 @@ unsafe fn kernel_as<T: Real, L: avx512::Lane>(
         rs: s[0] as usize,
         cs: s[1] as usize,
     };
-    let bias = ep.bias.map(|b| b.as_ptr().cast::<L>());
-    let ep = avx512::Epilogue { accumulate: ep.accumulate, bias, relu: ep.relu };
+    let ep = avx512::Epilogue { bias: bias.map(|b| b.as_ptr().cast::<L>()), relu };
     let dims = (a.nrows(), a.ncols(), b.ncols());
     let (pa, pb) = (mat(a.as_ptr(), a.strides()), mat(b.as_ptr(), b.strides()));
     avx512::product::<L>(pa, pb, c.as_mut_ptr().cast(), c.strides()[0] as usize, dims, ep);

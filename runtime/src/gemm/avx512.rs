@@ -132,10 +132,9 @@ impl<T> Mat<T> {
     }
 }
 
-/// What happens to a block after the product: `c = [c +] a b [+ bias]`, then ReLU if `relu`.
+/// What happens to a block after the product: `c = a b [+ bias]`, then ReLU if `relu`.
 #[derive(Clone, Copy)]
 pub(super) struct Epilogue<T> {
-    pub accumulate: bool,
     pub bias: Option<*const T>,
     pub relu: bool,
 }
@@ -262,9 +261,6 @@ unsafe fn block<L: Lane, const NV: usize, const R: usize>(
         let crow = p.c.add(r * ldc);
         for v in 0..NV {
             let mut x = acc[v];
-            if ep.accumulate {
-                x = L::vadd(x, L::vload(masks[v], crow.add(v * L::W)));
-            }
             if let Some(bias) = &bias {
                 x = L::vadd(x, bias[v]);
             }
@@ -335,9 +331,6 @@ unsafe fn narrow_n<L: Lane, const N: usize>(
         for (j, &acc) in acc.iter().enumerate() {
             let out = c.add(i * ldc + j);
             let mut x = L::vsum(acc);
-            if ep.accumulate {
-                x += *out;
-            }
             if let Some(bias) = ep.bias {
                 x += *bias.add(j);
             }
