@@ -122,9 +122,9 @@ pub fn ln_f64(x: f64) -> f64 {
     ];
     let sub = x < f64::MIN_POSITIVE;
     let xs = if sub { x * 18014398509481984.0 } else { x }; // 2^54
-                                                            // Offsetting by the bits of 1 - sqrt(1/2) makes the exponent field round m to the
-                                                            // nearest power of two; the field is read as a float through 2^52's mantissa (AVX2 has
-                                                            // no i64 -> f64 conversion).
+                                                            // Offsetting by the bits of 1 - sqrt(1/2) makes the exponent field round m to the nearest
+                                                            // power of two; the field is read as a float through 2^52's mantissa (AVX2 has no
+                                                            // i64 -> f64 conversion).
     let bits = xs.to_bits().wrapping_add((0x3ff00000 - 0x3fe6a09e) << 32);
     let e = f64::from_bits(0x4330_0000_0000_0000 | (bits >> 52)) - 4503599627370496.0;
     let dk = e - 1023.0 - if sub { 54.0 } else { 0.0 };
