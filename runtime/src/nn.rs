@@ -6,11 +6,10 @@
 use crate::gemm;
 use crate::params::{join, Params};
 use crate::real::Real;
-use ndarray::{
-    s, Array, Array1, Array2, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Dimension, Zip,
-};
+use ndarray::{s, Array, Array1, Array2, ArrayView2, ArrayViewMut2, Axis, Dimension, Zip};
 use rand::RngExt;
 
+mod backward;
 pub(crate) mod blocked;
 mod row;
 pub use blocked::{blocks_of_mask, Block};
@@ -147,6 +146,10 @@ pub struct MlpScratch<T> {
     /// `deltas[i]`: the gradient with respect to layer i's pre-activation (all layers but the
     /// last, whose gradient is the caller's `dout`).
     pub deltas: Vec<Array2<T>>,
+    /// The second thread's tile deltas and gradient in the row-tiled backward pass of a large
+    /// batch (`backward.rs`).
+    pub(crate) deltas2: Vec<Array2<T>>,
+    pub(crate) grad2: Option<Mlp<T>>,
 }
 
 impl<T: Real> Mlp<T> {
@@ -235,66 +238,6 @@ impl<T: Real> Mlp<T> {
             }
         }
     }
-
-    /// The backward pass, after `forward(x, s)` with the same `x`. `dout` is the gradient with
-    /// respect to the network's output. Accumulates parameter gradients into `grad` (same
-    /// architecture) and, if given, adds the gradient with respect to `x` into `dx`.
-    ///
-    /// Large batches use two threads: the weight gradient `input^T delta` is split by its
-    /// columns (no reduction needed), the gradient passed down by rows.
-    pub fn backward(
-        &self,
-        x: ArrayView2<T>,
-        s: &mut MlpScratch<T>,
-        dout: ArrayView2<T>,
-        grad: &mut Mlp<T>,
-        dx: Option<ArrayViewMut2<T>>,
-    ) {
-        self.backward_sparse(x, s, dout, grad, dx, None)
-    }
-
-    /// [`Mlp::backward`] of a network whose weights are zero outside `sp`'s blocks: the
-    /// gradient of a weight outside them is not accumulated.
-    pub(crate) fn backward_sparse(
-        &self,
-        x: ArrayView2<T>,
-        s: &mut MlpScratch<T>,
-        dout: ArrayView2<T>,
-        grad: &mut Mlp<T>,
-        mut dx: Option<ArrayViewMut2<T>>,
-        sp: Sparsity,
-    ) {
-        debug_assert_eq!(grad.layers.len(), self.layers.len(), "Mlp::backward: grad architecture");
-        let nl = self.layers.len();
-        if nl == 0 {
-            if let Some(dx) = dx.as_mut() {
-                *dx += &dout;
-            }
-            return;
-        }
-        let widths = self.layers[..nl - 1].iter().map(|l| l.b.len());
-        resize_all(&mut s.deltas, x.nrows(), widths);
-        let n = x.nrows();
-        let rows_split = gemm::row_parts(n) > 1;
-        for i in (0..nl).rev() {
-            let blocks = sp.map(|b| &b[i][..]);
-            // A blocked layer is split here (its products are too small to split themselves).
-            let par =
-                rows_split || blocks.is_some_and(|b| gemm::split_worth(blocked::macs(n, b), n));
-            let (below, here) = s.deltas.split_at_mut(i);
-            let delta = if i == nl - 1 { dout.view() } else { here[0].view() };
-            let input = if i == 0 { x.view() } else { s.acts[i - 1].view() };
-            let (layer, gl) = (&self.layers[i], &mut grad.layers[i]);
-            weight_grad(input, delta, gl, par, blocks);
-            if i > 0 {
-                let below = below[i - 1].view_mut();
-                let act = Some((self.act, s.acts[i - 1].view()));
-                pass_down(delta, layer.w.view(), below, act, false, par, blocks);
-            } else if let Some(dx) = dx.as_mut() {
-                pass_down(delta, layer.w.view(), dx.view_mut(), None, true, par, blocks);
-            }
-        }
-    }
 }
 
 impl<T: Real> Dense<T> {
@@ -355,131 +298,6 @@ fn bias_map_body<T: Real>(mut out: ArrayViewMut2<T>, b: &Array1<T>, f: impl Fn(T
             }
         }
         None => Zip::from(&mut out).and_broadcast(b).for_each(|v, &b| *v = f(*v + b)),
-    }
-}
-
-/// `gl.w += input^T delta`, `gl.b += column sums of delta`; with `par`, the columns are
-/// split between two threads.
-fn weight_grad<T: Real>(
-    input: ArrayView2<T>,
-    delta: ArrayView2<T>,
-    gl: &mut Dense<T>,
-    par: bool,
-    blocks: Option<&[Block]>,
-) {
-    if let Some(blocks) = blocks {
-        return blocked_weight_grad(input, delta, gl, par, blocks);
-    }
-    let cols = delta.ncols();
-    if par && cols >= 2 {
-        let mid = cols / 2;
-        let (d0, d1) = delta.split_at(Axis(1), mid);
-        let (w0, w1) = gl.w.view_mut().split_at(Axis(1), mid);
-        let (b0, b1) = gl.b.view_mut().split_at(Axis(0), mid);
-        rayon::join(
-            || {
-                gemm::gemm(input.t(), d0, w0, true);
-                column_sums_into(d0, b0);
-            },
-            || {
-                gemm::gemm(input.t(), d1, w1, true);
-                column_sums_into(d1, b1);
-            },
-        );
-    } else {
-        gemm::gemm(input.t(), delta, gl.w.view_mut(), true);
-        column_sums_into(delta, gl.b.view_mut());
-    }
-}
-
-/// [`weight_grad`] on `blocks` only; with `par`, two groups of blocks of about equal work on
-/// two threads.
-fn blocked_weight_grad<T: Real>(
-    input: ArrayView2<T>,
-    delta: ArrayView2<T>,
-    gl: &mut Dense<T>,
-    par: bool,
-    blocks: &[Block],
-) {
-    let cut = blocked::balanced_cut(blocks);
-    if par && cut < blocks.len() {
-        let col = blocks[cut].cols.start;
-        let (w0, w1) = gl.w.view_mut().split_at(Axis(1), col);
-        rayon::join(
-            || blocked::weight_product(input, delta, w0, &blocks[..cut], 0),
-            || blocked::weight_product(input, delta, w1, &blocks[cut..], col),
-        );
-    } else {
-        blocked::weight_product(input, delta, gl.w.view_mut(), blocks, 0);
-    }
-    column_sums_into(delta, gl.b.view_mut());
-}
-
-/// `b += sum over rows of d`.
-fn column_sums_into<T: Real>(d: ArrayView2<T>, b: ArrayViewMut1<T>) {
-    simd(
-        #[inline(always)]
-        || column_sums_body(d, b),
-    )
-}
-
-#[inline(always)]
-fn column_sums_body<T: Real>(d: ArrayView2<T>, mut b: ArrayViewMut1<T>) {
-    match b.as_slice_mut() {
-        Some(b) => {
-            for row in d.rows() {
-                match row.as_slice() {
-                    Some(r) => b.iter_mut().zip(r).for_each(|(b, &v)| *b += v),
-                    None => b.iter_mut().zip(row).for_each(|(b, &v)| *b += v),
-                }
-            }
-        }
-        None => {
-            for row in d.rows() {
-                b += &row;
-            }
-        }
-    }
-}
-
-/// The gradient below a layer: `out = delta w^T` (`accumulate`: `out +=`), then, for a hidden
-/// layer, times the activation's derivative at its output `y`. With `par`, the rows are split
-/// between two threads.
-fn pass_down<T: Real>(
-    delta: ArrayView2<T>,
-    w: ArrayView2<T>,
-    out: ArrayViewMut2<T>,
-    act: Option<(Activation, ArrayView2<T>)>,
-    accumulate: bool,
-    par: bool,
-    blocks: Option<&[Block]>,
-) {
-    let run = |delta: ArrayView2<T>,
-               mut out: ArrayViewMut2<T>,
-               act: Option<(Activation, ArrayView2<T>)>| {
-        match blocks {
-            None => gemm::gemm(delta, w.t(), out.view_mut(), accumulate),
-            Some(b) => blocked::product_t(delta, w, out.view_mut(), accumulate, b),
-        }
-        if let Some((act, y)) = act {
-            act.mul_derivative(out, y);
-        }
-    };
-    let n = delta.nrows();
-    if par && n >= 2 {
-        let mid = n / 2;
-        let (d0, d1) = delta.split_at(Axis(0), mid);
-        let (o0, o1) = out.split_at(Axis(0), mid);
-        let (a0, a1) = match act {
-            Some((a, y)) => {
-                let (y0, y1) = y.split_at(Axis(0), mid);
-                (Some((a, y0)), Some((a, y1)))
-            }
-            None => (None, None),
-        };
-        rayon::join(|| run(d0, o0, a0), || run(d1, o1, a1));
-    } else {
-        run(delta, out, act);
     }
 }
 

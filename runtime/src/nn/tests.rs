@@ -74,6 +74,45 @@ fn backward_matches_finite_differences() {
     }
 }
 
+/// One backward pass of `rows` rows into gradients and `dx` that start at one (so the test
+/// sees that both accumulate), twice with the same scratch (the second thread's gradient must
+/// be zeroed between calls).
+fn backward_twice(net: &Mlp<f64>, x: ArrayView2<f64>, dout: ArrayView2<f64>) -> Vec<f64> {
+    let mut s = MlpScratch::default();
+    let mut grad = net.clone();
+    let ones = vec![1.0; grad.count()];
+    unflatten(&mut grad, &ones);
+    let mut dx = Array2::from_elem(x.dim(), 1.0);
+    for _ in 0..2 {
+        net.forward(x, &mut s);
+        net.backward(x, &mut s, dout, &mut grad, Some(dx.view_mut()));
+    }
+    let mut all = flatten(&grad);
+    all.extend(dx.iter());
+    all
+}
+
+/// A batch large enough to be split runs on two threads in row tiles (the halves of 1,324
+/// rows are two full tiles and one of 150 rows); its gradients must be the one-block serial
+/// pass's. A two-thread pool makes the split happen on any machine.
+#[test]
+fn tiled_backward_matches_serial() {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("pool");
+    for (i, act) in ACTS.into_iter().enumerate() {
+        let mut r = rng(50 + i as u64);
+        let mut net = Mlp::zeros(&[3, 40, 33, 2], act);
+        randomize(&mut net, &mut r, 1.0);
+        let n = gemm::PAR_MIN_ROWS + 300;
+        let (x, dout) = (uniform(&mut r, n, 3, 2.0), uniform(&mut r, n, 2, 1.0));
+        let tiled = pool.install(|| {
+            assert_eq!(gemm::row_parts(n), 2, "the batch is split");
+            backward_twice(&net, x.view(), dout.view())
+        });
+        let one = crate::par::serial(|| backward_twice(&net, x.view(), dout.view()));
+        assert_close(&format!("{act:?} tiled backward"), &tiled, &one, 1e-12);
+    }
+}
+
 #[test]
 fn init_follows_pytorch_and_zero_last() {
     let net = Mlp::<f64>::new(&[4, 16, 3], Activation::Tanh, &mut rng(1), true);
