@@ -73,14 +73,15 @@ unsafe fn kernel_as<T: Real, L: avx512::Lane>(
     relu: bool,
     c: &mut ArrayViewMut2<T>,
 ) {
-    let mat = |p: *const T, s: &[isize]| avx512::Mat {
+    let mat = |p: *const T, s: &[isize], cols: usize| avx512::Mat {
         ptr: p.cast::<L>(),
         rs: s[0] as usize,
-        cs: s[1] as usize,
+        cs: col_stride(s, cols),
     };
     let ep = avx512::Epilogue { bias: bias.map(|b| b.as_ptr().cast::<L>()), relu };
     let dims = (a.nrows(), a.ncols(), b.ncols());
-    let (pa, pb) = (mat(a.as_ptr(), a.strides()), mat(b.as_ptr(), b.strides()));
+    let (pa, pb) =
+        (mat(a.as_ptr(), a.strides(), a.ncols()), mat(b.as_ptr(), b.strides(), b.ncols()));
     avx512::product::<L>(pa, pb, c.as_mut_ptr().cast(), c.strides()[0] as usize, dims, ep);
 }
 
@@ -107,7 +108,20 @@ fn kernel_fits<T: Real>(a: &ArrayView2<T>, b: &ArrayView2<T>, c: &ArrayViewMut2<
         && sa[1] >= 0
         && rows(sb)
         && rows(sc)
-        && avx512::worth(k, n, sa[1] as usize, std::mem::size_of::<T>())
+        && avx512::worth(k, n, col_stride(sa, k), std::mem::size_of::<T>())
+}
+
+#[cfg(target_arch = "x86_64")]
+/// The column stride of a view with strides `s` and `cols` columns, as the kernel steps it.
+/// A single column's stride is never stepped, and ndarray makes it 0 in a slice (a 256-row
+/// tile of C1's `n x 1` conditioner input has strides `[1, 0]`), so it counts as 1: the
+/// 1 -> 64 layers went to faer's rank-1 update, 11% of C1's f64 log_prob, before this.
+fn col_stride(s: &[isize], cols: usize) -> usize {
+    if cols == 1 {
+        1
+    } else {
+        s[1] as usize
+    }
 }
 
 /// `c = a b` (`accumulate == false`) or `c += a b`.
@@ -349,9 +363,9 @@ mod tests {
             Array2::from_shape_fn((m, n), |(i, j)| T::of(((i * 7 + j * 3 + s) % 11) as f64 - 5.0))
         };
         let shapes = [(1, 1, 1), (7, 64, 2), (13, 3, 4), (6, 17, 3), (5, 300, 2), (9, 300, 40)];
-        for (m, k, n) in
-            shapes.into_iter().chain([1, 8, 15, 16, 17, 23, 33, 48, 63, 64].map(|n| (29, 64, n)))
-        {
+        // One input column (C1's and C3's 1 -> 64 layers): its slice has column stride 0.
+        let shapes = shapes.into_iter().chain([(29, 1, 64), (7, 1, 3), (31, 1, 17)]);
+        for (m, k, n) in shapes.chain([1, 8, 15, 16, 17, 23, 33, 48, 63, 64].map(|n| (29, 64, n))) {
             let (wide, b, bias) = (f(m, k + 2, 1), f(k, n, 2), f(1, n, 4).row(0).to_vec());
             let a_t = wide.t().to_owned();
             // Rows with a unit stride (a column range of a wider array) and a transposed view.
@@ -365,7 +379,8 @@ mod tests {
                 let mut c = c_wide.slice_mut(ndarray::s![.., ..n]);
                 let taken = fused_dense(a, b.view(), Some(&bias), relu, c.view_mut());
                 // The kernel takes inputs with contiguous rows (and narrow outputs for k <= 256).
-                let expect = a.strides()[1] == 1 && (n > 4 || k <= 256) && k * n * 8 <= 64 << 10;
+                let unit = k == 1 || a.strides()[1] == 1;
+                let expect = unit && (n > 4 || k <= 256) && k * n * 8 <= 64 << 10;
                 #[cfg(target_arch = "x86_64")]
                 assert!(taken || !expect || !std::arch::is_x86_feature_detected!("avx512f"));
                 if taken {
