@@ -8,7 +8,7 @@
 //! the first hidden layer's pre-activations, (3) cascade: the hidden units that just became
 //! complete are activated and added into the next layer (or the output columns), which are
 //! still open. Rows are processed in tiles so the accumulators stay in cache; the inner loops
-//! are saxpys over contiguous slices, four source units at a time.
+//! are saxpys over contiguous slices, four source units and up to four rows at a time.
 
 use crate::nn::{Activation, Mlp};
 use crate::real::Real;
@@ -247,8 +247,9 @@ impl<T: Real> Tile<T> {
 
 /// `dst[r, start_j..] += src[r, j] * w[j, start_j..]` for the source units `js`, four at a
 /// time (a group shares its first unit's start: the extra entries are masked zeros). Rows go
-/// in pairs, so each weight row loaded serves two rows (the loop is bound by loads and stores,
-/// not arithmetic); each row's arithmetic is the same as alone.
+/// in fours, then a pair, then one, so each weight row loaded serves up to four rows (the loop
+/// is bound by loads and stores, not arithmetic: fours against pairs took C2's f32 sampling
+/// from 210 to 168 ms per 10,000 points); each row's arithmetic is the same as alone.
 #[inline(always)]
 fn push<T: Real>(
     l: &SortedLayer<T>,
@@ -260,6 +261,14 @@ fn push<T: Real>(
 ) {
     let cols = l.cols;
     let mut r = 0;
+    while r + 4 <= rows {
+        let (a, rest) = dst[r * cols..(r + 4) * cols].split_at_mut(cols);
+        let (b, rest) = rest.split_at_mut(cols);
+        let (c, d) = rest.split_at_mut(cols);
+        let sr = |i: usize| &src[(r + i) * src_width..];
+        push_quad(l, [sr(0), sr(1), sr(2), sr(3)], js.clone(), [a, b, c, d]);
+        r += 4;
+    }
     while r + 2 <= rows {
         let (a, b) = dst[r * cols..(r + 2) * cols].split_at_mut(cols);
         let (sa, sb) = (&src[r * src_width..], &src[(r + 1) * src_width..]);
@@ -302,6 +311,52 @@ fn push_pair<T: Real>(
         let st = l.start[j];
         axpy1(&mut d0[st..], s[0][j], wrow(j, st));
         axpy1(&mut d1[st..], s[1][j], wrow(j, st));
+    }
+}
+
+/// [`push_pair`] for four rows: each weight row loaded serves four rows. A group of four
+/// source units is skipped only when it is zero in all four rows.
+#[inline(always)]
+fn push_quad<T: Real>(
+    l: &SortedLayer<T>,
+    s: [&[T]; 4],
+    js: std::ops::Range<usize>,
+    d: [&mut [T]; 4],
+) {
+    let cols = l.cols;
+    let wrow = |j: usize, st: usize| &l.w[j * cols + st..(j + 1) * cols];
+    let [d0, d1, d2, d3] = d;
+    let mut j = js.start;
+    while j + 4 <= js.end {
+        let st = l.start[j];
+        let h = s.map(|s| [s[j], s[j + 1], s[j + 2], s[j + 3]]);
+        if h != [[T::zero(); 4]; 4] {
+            let w = [wrow(j, st), wrow(j + 1, st), wrow(j + 2, st), wrow(j + 3, st)];
+            axpy4x4([&mut d0[st..], &mut d1[st..], &mut d2[st..], &mut d3[st..]], h, w);
+        }
+        j += 4;
+    }
+    for j in j..js.end {
+        let st = l.start[j];
+        for (d, s) in [&mut *d0, &mut *d1, &mut *d2, &mut *d3].into_iter().zip(s) {
+            axpy1(&mut d[st..], s[j], wrow(j, st));
+        }
+    }
+}
+
+#[inline(always)]
+fn axpy4x4<T: Real>(dst: [&mut [T]; 4], h: [[T; 4]; 4], w: [&[T]; 4]) {
+    let [d0, d1, d2, d3] = dst;
+    let n = d0.len();
+    let (d1, d2, d3) = (&mut d1[..n], &mut d2[..n], &mut d3[..n]);
+    let (w0, w1, w2, w3) = (&w[0][..n], &w[1][..n], &w[2][..n], &w[3][..n]);
+    let [a, b, c, e] = h;
+    for k in 0..n {
+        let (x0, x1, x2, x3) = (w0[k], w1[k], w2[k], w3[k]);
+        d0[k] += a[0] * x0 + a[1] * x1 + a[2] * x2 + a[3] * x3;
+        d1[k] += b[0] * x0 + b[1] * x1 + b[2] * x2 + b[3] * x3;
+        d2[k] += c[0] * x0 + c[1] * x1 + c[2] * x2 + c[3] * x3;
+        d3[k] += e[0] * x0 + e[1] * x1 + e[2] * x2 + e[3] * x3;
     }
 }
 

@@ -346,8 +346,9 @@ fn fast_solve_matches_the_naive_solve_across_tiles() {
     for (i, order) in orders().iter().enumerate() {
         let m = made(order, &HIDDEN, 11, Activation::LeakyRelu(0.1), 100 + i as u64);
         let mut s = ArScratch::default();
-        // 1100 rows: the two-thread split of large batches, at an odd tile boundary.
-        for n in [1, 17, 100, 1100] {
+        // 17 and 23 rows: row quads, a pair and a single row; 1100: the two-thread split of
+        // large batches, at an odd tile boundary.
+        for n in [1, 17, 23, 100, 1100] {
             let y = uniform(&mut rng(n as u64), n, D, 2.5);
             let (want, want_ld) = naive_solve(&tr, &m, &y);
             let (mut x, mut ld) = (y.clone(), Array1::zeros(n));
