@@ -2,6 +2,8 @@
 //! result must be the one-block serial run's, for every spec, in generated code and in the
 //! interpreter, just below and above the split threshold and at the benchmark's 10,000 rows.
 //! Sampling draws its base noise serially, so a seed gives the same samples either way.
+//! A training step (`nll_and_grad`) splits from 128 rows (`par::split_step`): its loss and
+//! gradient must be the serial step's too.
 
 use flowspec::interp::{AnyInterp, Interp};
 use flowspec_runtime::{par, rng_from_seed, verify, Flow, Real};
@@ -56,6 +58,18 @@ fn check<F: Flow>(flow: &F, what: &str) {
         assert_eq!(a, b, "{what}, {n} rows: sampling is reproducible for a seed");
         let d = rel_diff(a.as_slice().unwrap(), one.as_slice().unwrap());
         assert!(d <= tol, "{what}, {n} rows: samples differ from serial by {d}");
+    }
+    check_step(flow, what, tol);
+}
+
+/// `nll_and_grad` split against serial, just below and above the step's split threshold.
+fn check_step<F: Flow>(flow: &F, what: &str, tol: f64) {
+    for n in [par::STEP_MIN_ROWS - 1, 301] {
+        let x = par::serial(|| flow.sample(n, &mut rng_from_seed(n as u64)));
+        let (split, one) =
+            (flow.nll_and_grad(x.view()), par::serial(|| flow.nll_and_grad(x.view())));
+        let d = rel_diff(&[split.0], &[one.0]).max(rel_diff(&split.1, &one.1));
+        assert!(d <= tol, "{what}, {n} rows: the split step differs from serial by {d}");
     }
 }
 

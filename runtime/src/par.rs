@@ -8,11 +8,16 @@
 //! split again. [`serial`] forces the one-thread, one-block path, which the tests use as the
 //! reference the split path must reproduce.
 //!
+//! A training step ([`split_step`]) splits the same way: its loss and gradient are sums over
+//! rows (each weighted by the whole batch's `1 / n`), so each half runs the whole forward and
+//! backward pass on its rows and the two sums are added.
+//!
 //! Nothing here may be used for a pass whose rows interact (actnorm's data-dependent
-//! initialisation, the mean over a batch in a training step's loss): only row-wise maps.
+//! initialisation): only row-wise maps and sums over rows.
 
 use crate::gemm::{self, TILE_ROWS};
-use ndarray::{ArrayViewMut1, ArrayViewMut2, Axis};
+use crate::real::Real;
+use ndarray::{ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
 use std::cell::Cell;
 
 thread_local! {
@@ -78,6 +83,35 @@ pub fn map_rows<T, S>(
         tiles(h, ld, &mut init(), &f);
     };
     rayon::join(|| half(h0, l0), || half(h1, l1));
+}
+
+/// Rows from which a training step's batch is split in two halves on two threads (see
+/// [`split_step`]). Below it a fork-join costs more than half of the step brings.
+pub const STEP_MIN_ROWS: usize = 128;
+
+/// The loss and flat parameter gradient of a training step that is a sum over rows, computed
+/// by `part(rows, inv_n)` (`inv_n`: the weight of one row, `1 / n` for the batch mean). From
+/// [`STEP_MIN_ROWS`] rows the halves run on two threads, each through the whole flow (no
+/// further split inside), and their losses and gradients are added: the whole step costs
+/// one fork-join. Each half's rows are weighted by the *whole* batch's `inv_n`, so the sum is
+/// the batch mean, whatever the split.
+pub fn split_step<T: Real>(
+    x: ArrayView2<T>,
+    part: impl Fn(ArrayView2<T>, T) -> (T, Vec<T>) + Sync,
+) -> (T, Vec<T>) {
+    let n = x.nrows();
+    let inv_n = T::of(1.0 / n.max(1) as f64);
+    if n < STEP_MIN_ROWS || !may_fork() {
+        return part(x, inv_n);
+    }
+    let (x0, x1) = x.split_at(Axis(0), n / 2);
+    let half = |x: ArrayView2<T>| {
+        let _guard = NoSplit::set();
+        part(x, inv_n)
+    };
+    let ((l0, mut g0), (l1, g1)) = rayon::join(|| half(x0), || half(x1));
+    g0.iter_mut().zip(&g1).for_each(|(a, &b)| *a += b);
+    (l0 + l1, g0)
 }
 
 /// `f` over consecutive tiles of near-equal size (at most [`TILE_ROWS`] rows), so no tile is
@@ -157,6 +191,35 @@ mod tests {
             let (lo, hi) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
             assert!(*hi <= TILE_ROWS && hi - lo <= 1, "n = {n}: {sizes:?}");
         }
+    }
+
+    /// A step whose loss is `inv_n * sum(x)` and gradient `[inv_n * n_rows, loss]`, recording
+    /// whether each part may split again.
+    fn step(x: ArrayView2<f64>) -> (f64, Vec<f64>) {
+        split_step(x, |x, inv_n| {
+            let loss = inv_n * x.sum();
+            let inner = if may_split() { 1.0 } else { 0.0 };
+            (loss, vec![inv_n * x.nrows() as f64, loss, inner])
+        })
+    }
+
+    #[test]
+    fn split_steps_add_up_to_the_batch_mean() {
+        // Called from outside the pool, as a training loop does (inside it, nothing forks).
+        let two = rayon::current_num_threads() > 1;
+        for n in [0, 1, STEP_MIN_ROWS - 1, STEP_MIN_ROWS, 301] {
+            let x = Array2::from_shape_fn((n, 2), |(i, j)| (i * 3 + j) as f64 * 0.25);
+            let (loss, g) = step(x.view());
+            let mean = if n == 0 { 0.0 } else { x.sum() / n as f64 };
+            assert!((loss - mean).abs() <= 1e-12 * mean.abs().max(1.0), "n = {n}");
+            let parts = if n >= STEP_MIN_ROWS && two { 2.0 } else { 1.0 };
+            assert_eq!(g[0], if n == 0 { 0.0 } else { 1.0 }, "n = {n}: row weights sum to 1");
+            assert!((g[1] - mean).abs() <= 1e-12 * mean.abs().max(1.0), "n = {n}");
+            // Two halves that may not split again, or one call that may.
+            assert_eq!(g[2], if parts == 2.0 { 0.0 } else { 1.0 }, "n = {n}");
+        }
+        let x = Array2::from_elem((STEP_MIN_ROWS + 1, 2), 1.0);
+        assert_eq!(serial(|| step(x.view())).1[2], 0.0, "serial: one call, no split inside");
     }
 
     #[test]

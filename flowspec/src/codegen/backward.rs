@@ -37,11 +37,14 @@ pub fn gen_backward(cx: &Ctx) -> TokenStream {
     quote! {
         /// The mean negative log-likelihood of the rows of `x` and its gradient, flat, in the
         /// canonical parameter order (that of the safetensors file).
+        /// A batch of 128 rows or more runs in two halves on two threads
+        /// (`flowspec_runtime::par::split_step`).
         pub fn nll_and_grad(&self, x: __rt::ndarray::ArrayView2<#t>) -> (#t, ::std::vec::Vec<#t>) {
-            __with_scratch(|__s| {
-                let __inv_n = <#t as __rt::Real>::of(1.0 / x.nrows().max(1) as f64);
-                let (__loss, _, _) = self.__backward(x, __inv_n, __s);
-                (__loss, Self::__flat_grad(__s))
+            __rt::par::split_step(x, |x, __inv_n| {
+                __with_scratch(|__s| {
+                    let (__loss, _, _) = self.__backward(x, __inv_n, __s);
+                    (__loss, Self::__flat_grad(__s))
+                })
             })
         }
         /// The same, with the gradient as a struct of this type (one field per layer).

@@ -331,9 +331,12 @@ impl<T: Real> Flow for Interp<T> {
         self.dequantize
     }
 
+    /// As the generated code: two halves on two threads from 128 rows (`par::split_step`).
     fn nll_and_grad(&self, x: ArrayView2<T>) -> (T, Vec<T>) {
-        let (loss, _, _, grad) = self.backward(x, T::one() / T::of(x.nrows().max(1) as f64));
-        (loss, grad)
+        par::split_step(x, |x, inv_n| {
+            let (loss, _, _, grad) = self.backward(x, inv_n);
+            (loss, grad)
+        })
     }
 
     fn log_prob_grad_x(&self, x: ArrayView2<T>) -> (Array1<T>, Array2<T>) {

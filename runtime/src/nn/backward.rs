@@ -18,8 +18,9 @@ impl<T: Real> Mlp<T> {
     /// respect to the network's output. Accumulates parameter gradients into `grad` (same
     /// architecture) and, if given, adds the gradient with respect to `x` into `dx`.
     ///
-    /// Large batches use two threads, one half of the rows each, in row tiles (see
-    /// [`Mlp::backward_tiled`]); a large masked network splits each product instead: the
+    /// A dense network runs a batch of more than [`gemm::TILE_ROWS`] rows in row tiles (see
+    /// [`Mlp::backward_rows`]), from [`gemm::PAR_MIN_ROWS`] rows on two threads, one half each
+    /// (see [`Mlp::backward_tiled`]). A large masked network splits each product instead: the
     /// weight gradient `input^T delta` by its columns, the gradient passed down by rows.
     pub fn backward(
         &self,
@@ -55,6 +56,11 @@ impl<T: Real> Mlp<T> {
         let rows_split = gemm::row_parts(n) > 1;
         if rows_split && sp.is_none() {
             return self.backward_tiled(x, s, dout, grad, dx);
+        }
+        if n > gemm::TILE_ROWS && sp.is_none() {
+            // One thread (a half of a split training step, or a batch below the split).
+            let acts: Vec<_> = s.acts.iter().map(|a| a.view()).collect();
+            return self.backward_rows(x, &acts, dout, grad, dx, &mut s.deltas);
         }
         resize_all(&mut s.deltas, n, self.hidden_widths());
         for i in (0..nl).rev() {

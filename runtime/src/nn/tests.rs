@@ -92,11 +92,33 @@ fn backward_twice(net: &Mlp<f64>, x: ArrayView2<f64>, dout: ArrayView2<f64>) -> 
     all
 }
 
-/// A batch large enough to be split runs on two threads in row tiles (the halves of 1,324
-/// rows are two full tiles and one of 150 rows); its gradients must be the one-block serial
-/// pass's. A two-thread pool makes the split happen on any machine.
+/// [`backward_twice`] by ndarray's products on the whole batch at once: the reference.
+fn reference_backward(net: &Mlp<f64>, x: ArrayView2<f64>, dout: ArrayView2<f64>) -> Vec<f64> {
+    let mut s = MlpScratch::default();
+    net.forward(x, &mut s);
+    let (mut grad, mut delta) = (net.clone(), dout.to_owned());
+    let twice = |g: Array2<f64>| g.mapv(|g| 1.0 + 2.0 * g);
+    for i in (0..net.layers.len()).rev() {
+        let input = if i == 0 { x.to_owned() } else { s.acts[i - 1].clone() };
+        grad.layers[i].w = twice(input.t().dot(&delta));
+        grad.layers[i].b = delta.sum_axis(Axis(0)).mapv(|g| 1.0 + 2.0 * g);
+        let mut below = delta.dot(&net.layers[i].w.t());
+        if i > 0 {
+            net.act.mul_derivative(below.view_mut(), s.acts[i - 1].view());
+        }
+        delta = below;
+    }
+    let mut all = flatten(&grad);
+    all.extend(twice(delta).iter());
+    all
+}
+
+/// A large batch runs in row tiles: on two threads, one half each (the halves of 1,324 rows
+/// are two full tiles and one of 150 rows; a two-thread pool makes the split happen on any
+/// machine), or on one thread under `par::serial`. Both must give the one-block products'
+/// gradients.
 #[test]
-fn tiled_backward_matches_serial() {
+fn tiled_backward_matches_one_block_products() {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("pool");
     for (i, act) in ACTS.into_iter().enumerate() {
         let mut r = rng(50 + i as u64);
@@ -104,12 +126,14 @@ fn tiled_backward_matches_serial() {
         randomize(&mut net, &mut r, 1.0);
         let n = gemm::PAR_MIN_ROWS + 300;
         let (x, dout) = (uniform(&mut r, n, 3, 2.0), uniform(&mut r, n, 2, 1.0));
-        let tiled = pool.install(|| {
+        let want = reference_backward(&net, x.view(), dout.view());
+        let split = pool.install(|| {
             assert_eq!(gemm::row_parts(n), 2, "the batch is split");
             backward_twice(&net, x.view(), dout.view())
         });
+        assert_close(&format!("{act:?} two threads"), &split, &want, 1e-12);
         let one = crate::par::serial(|| backward_twice(&net, x.view(), dout.view()));
-        assert_close(&format!("{act:?} tiled backward"), &tiled, &one, 1e-12);
+        assert_close(&format!("{act:?} one thread"), &one, &want, 1e-12);
     }
 }
 
