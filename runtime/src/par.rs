@@ -86,7 +86,9 @@ pub fn map_rows<T, S>(
 }
 
 /// Rows from which a training step's batch is split in two halves on two threads (see
-/// [`split_step`]). Below it a fork-join costs more than half of the step brings.
+/// [`split_step`]). Measured on C1's step (ms, split against one thread): 32 rows 0.270
+/// against 0.211, 64 rows level (0.352 / 0.339 f32), 128 rows 0.479 against 0.589 (f32) and
+/// 0.813 against 1.051 (f64, 127 rows unsplit).
 pub const STEP_MIN_ROWS: usize = 128;
 
 /// The loss and flat parameter gradient of a training step that is a sum over rows, computed
