@@ -124,15 +124,17 @@ fn tiles<T, S>(
     s: &mut S,
     f: &impl Fn(&mut S, ArrayViewMut2<T>, ArrayViewMut1<T>),
 ) {
-    let n = h.nrows();
-    let count = n.div_ceil(TILE_ROWS).max(1);
-    let mut start = 0;
-    for i in 0..count {
-        let end = n * (i + 1) / count;
-        let rows = ndarray::s![start..end, ..];
-        f(s, h.slice_mut(rows), ld.slice_mut(ndarray::s![start..end]));
-        start = end;
+    for r in tile_ranges(h.nrows()) {
+        let rows = ndarray::s![r.clone(), ..];
+        f(s, h.slice_mut(rows), ld.slice_mut(ndarray::s![r]));
     }
+}
+
+/// `0..n` cut into consecutive ranges of near-equal size, at most [`TILE_ROWS`] each (one
+/// empty range for `n = 0`).
+pub(crate) fn tile_ranges(n: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let count = n.div_ceil(TILE_ROWS).max(1);
+    (0..count).map(move |i| n * i / count..n * (i + 1) / count)
 }
 
 #[cfg(test)]

@@ -127,7 +127,8 @@ impl<T: Real> Mlp<T> {
     }
 
     /// The backward pass of the rows of `x` (`acts`: the layers' outputs on the same rows) in
-    /// row tiles on one thread; `deltas` holds one tile's hidden-layer deltas.
+    /// row tiles of near-equal size (no sliver of a tile) on one thread; `deltas` holds one
+    /// tile's hidden-layer deltas.
     fn backward_rows(
         &self,
         x: ArrayView2<T>,
@@ -138,8 +139,8 @@ impl<T: Real> Mlp<T> {
         deltas: &mut Vec<Array2<T>>,
     ) {
         let (nl, n) = (self.layers.len(), x.nrows());
-        for start in (0..n).step_by(gemm::TILE_ROWS) {
-            let rows = s![start..(start + gemm::TILE_ROWS).min(n), ..];
+        for r in crate::par::tile_ranges(n) {
+            let rows = s![r, ..];
             resize_all(deltas, x.slice(rows).nrows(), self.hidden_widths());
             for i in (0..nl).rev() {
                 let (below, here) = deltas.split_at_mut(i);

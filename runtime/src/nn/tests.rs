@@ -114,8 +114,8 @@ fn reference_backward(net: &Mlp<f64>, x: ArrayView2<f64>, dout: ArrayView2<f64>)
 }
 
 /// A large batch runs in row tiles: on two threads, one half each (the halves of 1,324 rows
-/// are two full tiles and one of 150 rows; a two-thread pool makes the split happen on any
-/// machine), or on one thread under `par::serial`. Both must give the one-block products'
+/// are tiles of 220 and 221 rows; a two-thread pool makes the split happen on any machine),
+/// or on one thread under `par::serial` (six tiles of 220 and 221). Both must give the one-block products'
 /// gradients.
 #[test]
 fn tiled_backward_matches_one_block_products() {
