@@ -247,7 +247,7 @@ impl<T: Real> Tile<T> {
 
 /// `dst[r, start_j..] += src[r, j] * w[j, start_j..]` for the source units `js`, four at a
 /// time (a group shares its first unit's start: the extra entries are masked zeros). Rows go
-/// in fours, then a pair, then one, so each weight row loaded serves up to four rows (the loop
+/// in fours, the remainder one by one, so each weight row loaded serves four rows (the loop
 /// is bound by loads and stores, not arithmetic: fours against pairs took C2's f32 sampling
 /// from 210 to 168 ms per 10,000 points); each row's arithmetic is the same as alone.
 #[inline(always)]
@@ -269,53 +269,14 @@ fn push<T: Real>(
         push_quad(l, [sr(0), sr(1), sr(2), sr(3)], js.clone(), [a, b, c, d]);
         r += 4;
     }
-    while r + 2 <= rows {
-        let (a, b) = dst[r * cols..(r + 2) * cols].split_at_mut(cols);
-        let (sa, sb) = (&src[r * src_width..], &src[(r + 1) * src_width..]);
-        push_pair(l, [sa, sb], js.clone(), [a, b]);
-        r += 2;
-    }
-    if r < rows {
+    for r in r..rows {
         let s = &src[r * src_width..(r + 1) * src_width];
-        push_row(l, s, js, &mut dst[r * cols..(r + 1) * cols]);
+        push_row(l, s, js.clone(), &mut dst[r * cols..(r + 1) * cols]);
     }
 }
 
-#[inline(always)]
-fn push_pair<T: Real>(
-    l: &SortedLayer<T>,
-    s: [&[T]; 2],
-    js: std::ops::Range<usize>,
-    d: [&mut [T]; 2],
-) {
-    let cols = l.cols;
-    let wrow = |j: usize, st: usize| &l.w[j * cols + st..(j + 1) * cols];
-    let [d0, d1] = d;
-    let mut j = js.start;
-    while j + 4 <= js.end {
-        let st = l.start[j];
-        let h0 = [s[0][j], s[0][j + 1], s[0][j + 2], s[0][j + 3]];
-        let h1 = [s[1][j], s[1][j + 1], s[1][j + 2], s[1][j + 3]];
-        let w = [wrow(j, st), wrow(j + 1, st), wrow(j + 2, st), wrow(j + 3, st)];
-        // ReLU leaves many groups zero: skip them, pairing only when both rows have work.
-        let zero = [T::zero(); 4];
-        match (h0 == zero, h1 == zero) {
-            (false, false) => axpy4x2([&mut d0[st..], &mut d1[st..]], [h0, h1], w),
-            (false, true) => axpy4(&mut d0[st..], h0, w),
-            (true, false) => axpy4(&mut d1[st..], h1, w),
-            (true, true) => {}
-        }
-        j += 4;
-    }
-    for j in j..js.end {
-        let st = l.start[j];
-        axpy1(&mut d0[st..], s[0][j], wrow(j, st));
-        axpy1(&mut d1[st..], s[1][j], wrow(j, st));
-    }
-}
-
-/// [`push_pair`] for four rows: each weight row loaded serves four rows. A group of four
-/// source units is skipped only when it is zero in all four rows.
+/// [`push_row`] for four rows: each weight row loaded serves four rows. A group of four
+/// source units is skipped only when it is zero in all four rows (ReLU leaves many zero).
 #[inline(always)]
 fn push_quad<T: Real>(
     l: &SortedLayer<T>,
@@ -376,18 +337,6 @@ fn push_row<T: Real>(l: &SortedLayer<T>, s: &[T], js: std::ops::Range<usize>, dr
     }
     for j in j..js.end {
         axpy1(&mut drow[l.start[j]..], s[j], wrow(j, l.start[j]));
-    }
-}
-
-#[inline(always)]
-fn axpy4x2<T: Real>(dst: [&mut [T]; 2], h: [[T; 4]; 2], w: [&[T]; 4]) {
-    let [d0, d1] = dst;
-    let n = d0.len();
-    let (d1, w0, w1, w2, w3) = (&mut d1[..n], &w[0][..n], &w[1][..n], &w[2][..n], &w[3][..n]);
-    let ([a0, a1, a2, a3], [b0, b1, b2, b3]) = (h[0], h[1]);
-    for c in 0..n {
-        d0[c] += a0 * w0[c] + a1 * w1[c] + a2 * w2[c] + a3 * w3[c];
-        d1[c] += b0 * w0[c] + b1 * w1[c] + b2 * w2[c] + b3 * w3[c];
     }
 }
 

@@ -346,7 +346,7 @@ fn fast_solve_matches_the_naive_solve_across_tiles() {
     for (i, order) in orders().iter().enumerate() {
         let m = made(order, &HIDDEN, 11, Activation::LeakyRelu(0.1), 100 + i as u64);
         let mut s = ArScratch::default();
-        // 17 and 23 rows: row quads, a pair and a single row; 1100: the two-thread split of
+        // 17 and 23 rows: row quads and 1 or 3 rows left over; 1100: the two-thread split of
         // large batches, at an odd tile boundary.
         for n in [1, 17, 23, 100, 1100] {
             let y = uniform(&mut rng(n as u64), n, D, 2.5);
