@@ -7,10 +7,13 @@
 //!   the same method as `shared/design/DEPENDENCIES.md` section 3;
 //! - `flowspec_runtime::gemm::gemm` at each product shape of a C4 batch-4096 training step
 //!   (forward, gradient passed down, weight gradient) and at 4096x256x256 for comparison;
+//! - one 256-row tile of each conditioner layer on one core (faer plus a bias pass against
+//!   `fused_dense`), and of the hidden 64 x 64 layer at 30-70% zero inputs (`fused_dense`
+//!   against `fused_dense_after_relu`); `-- tiles` prints only these;
 //! - the read bandwidth of one core from L2, streaming as many bytes as C1's conditioner
 //!   weights (the floor under `log_prob_one`, which reads every weight once per point).
 
-use flowspec_runtime::gemm::{fused_dense, gemm};
+use flowspec_runtime::gemm::{fused_dense, fused_dense_after_relu, gemm};
 use flowspec_runtime::Real;
 use ndarray::Array2;
 use rand::RngExt;
@@ -203,7 +206,39 @@ fn tile_rates<T: Real>(k: usize, n: usize) -> (f64, Option<f64>) {
     (faer, fused)
 }
 
+/// A 256-row tile of C1's hidden 64 x 64 layer on one core whose input is a ReLU's output,
+/// half zero (as at initialisation): `fused_dense` against `fused_dense_after_relu`, in
+/// GFLOP/s of the dense product (2mnk / time), so the two are comparable.
+fn sparse_tile_rates<T: Real>(zero_share: f64) -> (f64, f64) {
+    let mut rng = flowspec_runtime::rng_from_seed(5);
+    let mut draw = |zero: f64| {
+        let v: f64 = rng.random_range(0.0..1.0);
+        T::of(if v < zero { 0.0 } else { v })
+    };
+    let a = Array2::from_shape_simple_fn((256, 64), || draw(zero_share));
+    let b = Array2::from_shape_simple_fn((64, 64), || draw(0.0));
+    let bias = vec![T::zero(); 64];
+    let mut c = Array2::<T>::zeros((256, 64));
+    let flops = (2 * 256 * 64 * 64) as f64;
+    let dense = rate(flops, || {
+        fused_dense(a.view(), b.view(), Some(&bias), true, c.view_mut());
+    });
+    let sparse = rate(flops, || {
+        fused_dense_after_relu(a.view(), b.view(), Some(&bias), true, c.view_mut());
+    });
+    (dense, sparse)
+}
+
 fn report_tiles<T: Real>() {
+    for zero in [0.3, 0.5, 0.7] {
+        let (dense, sparse) = sparse_tile_rates::<T>(zero);
+        println!(
+            "  {} tile 256x64x64 + bias + ReLU, {:.0}% zero input, one core: fused_dense {dense:.1}, \
+             fused_dense_after_relu {sparse:.1} GFLOP/s (dense-equivalent)",
+            T::DTYPE,
+            100.0 * zero
+        );
+    }
     for (k, n) in [(1, 64), (64, 64), (64, 2), (64, 23), (256, 256)] {
         let (faer, fused) = tile_rates::<T>(k, n);
         let fused = fused.map_or("not taken".into(), |r| format!("{r:.1}"));

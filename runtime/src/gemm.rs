@@ -13,6 +13,8 @@ use std::any::TypeId;
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod sparse;
 
 /// `c = act(a b + bias)` (`act`: ReLU if `relu`, else none) in one register-blocked pass
 /// where this CPU has AVX-512 and the product is one the kernel is faster at (see
@@ -25,10 +27,125 @@ pub fn fused_dense<T: Real>(
     relu: bool,
     c: ArrayViewMut2<T>,
 ) -> bool {
+    assert_fused_shapes(&a, &b, bias, &c);
+    kernel_product(a, b, bias, relu, c, Kernel::Dense)
+}
+
+/// The shapes of `c = act(a b + bias)`: `a` is `m x k`, `b` `k x n`, `c` `m x n`, `bias` `n`.
+fn assert_fused_shapes<T>(
+    a: &ArrayView2<T>,
+    b: &ArrayView2<T>,
+    bias: Option<&[T]>,
+    c: &ArrayViewMut2<T>,
+) {
     let ((m, k), n) = (a.dim(), b.ncols());
     assert!(b.nrows() == k && c.dim() == (m, n), "fused_dense: shapes");
     assert!(bias.is_none_or(|b| b.len() == n), "fused_dense: bias width");
-    kernel_product(a, b, bias, relu, c)
+}
+
+/// Largest share of non-zero inputs for which [`fused_dense_after_relu`] skips the zeros:
+/// a sparse row costs about its density times a one-row dense product (load-bound), against
+/// the dense kernel's FMA-bound 6-row blocks.
+pub const SPARSE_MAX_DENSITY: f64 = 0.35;
+
+/// Rows of the input whose density [`fused_dense_after_relu`] samples.
+const DENSITY_ROWS: usize = 16;
+
+/// [`fused_dense`] of an input that came out of a ReLU (a hidden layer's): where its first
+/// rows are at most [`SPARSE_MAX_DENSITY`] non-zero, each row multiplies only the weight rows
+/// of its non-zero inputs (`gemm/sparse.rs`); else as [`fused_dense`]. The result is the
+/// dense product's up to the order of the sums.
+pub fn fused_dense_after_relu<T: Real>(
+    a: ArrayView2<T>,
+    b: ArrayView2<T>,
+    bias: Option<&[T]>,
+    relu: bool,
+    c: ArrayViewMut2<T>,
+) -> bool {
+    assert_fused_shapes(&a, &b, bias, &c);
+    if sparse_fits(&a, &b, &c) && density(a) <= SPARSE_MAX_DENSITY {
+        return kernel_product(a, b, bias, relu, c, Kernel::Sparse);
+    }
+    kernel_product(a, b, bias, relu, c, Kernel::Dense)
+}
+
+/// `y = x w + b` for one row whose input came out of a ReLU, over its non-zero inputs, with
+/// the weight rows prefetched from L2 (the per-sample pass); false, with `y` untouched, where
+/// the kernel does not apply. Checks only what the kernel needs: building views and running
+/// [`kernel_fits`] per layer was 13% of `log_prob_one`.
+pub(crate) fn sparse_row<T: Real>(w: ArrayView2<T>, b: &[T], x: &[T], y: &mut [T]) -> bool {
+    let (k, n) = w.dim();
+    assert!(k == x.len() && n == b.len() && n == y.len(), "sparse_row: shapes");
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(ws), true) = (w.as_slice(), k <= sparse::MAX_K && n > avx512::NARROW) {
+        let (a, b, c) = (x.as_ptr(), b.as_ptr(), y.as_mut_ptr());
+        let is = |t| TypeId::of::<T>() == t;
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F is there (checked), `T` is the lane type (checked), `w` is in
+            // standard layout (`as_slice`), the row, bias and output have the lengths its shape
+            // says (asserted), `y` is borrowed mutably and `k <= MAX_K`.
+            unsafe {
+                if is(TypeId::of::<f32>()) {
+                    sparse_row_as::<T, f32>(a, ws.as_ptr(), b, c, (k, n));
+                    return true;
+                }
+                if is(TypeId::of::<f64>()) {
+                    sparse_row_as::<T, f64>(a, ws.as_ptr(), b, c, (k, n));
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+/// [`sparse_row`]'s kernel call on memory read as `L`.
+///
+/// # Safety
+/// As `sparse::product` for one row: `x` covers `k`, `w` `k x n` in standard layout, `b` and
+/// `y` `n`; `T` is `L`; the CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+unsafe fn sparse_row_as<T, L: avx512::Lane>(
+    x: *const T,
+    w: *const T,
+    b: *const T,
+    y: *mut T,
+    (k, n): (usize, usize),
+) {
+    let a = avx512::Mat { ptr: x.cast::<L>(), rs: k, cs: 1 };
+    let w = avx512::Mat { ptr: w.cast::<L>(), rs: n, cs: 1 };
+    let ep = avx512::Epilogue { bias: Some(b.cast::<L>()), relu: false };
+    sparse::product::<L, true>(a, w, y.cast(), n, (1, k, n), ep);
+}
+
+/// Whether the sparse kernel takes these views: those the dense kernel takes, wider than
+/// its narrow path and with inputs no longer than [`sparse::MAX_K`].
+fn sparse_fits<T: Real>(a: &ArrayView2<T>, b: &ArrayView2<T>, c: &ArrayViewMut2<T>) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        a.ncols() <= sparse::MAX_K && b.ncols() > avx512::NARROW && kernel_fits(a, b, c)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (a, b, c);
+        false
+    }
+}
+
+/// The share of non-zero values in the first [`DENSITY_ROWS`] rows of `a`.
+fn density<T: Real>(a: ArrayView2<T>) -> f64 {
+    let head = a.slice(ndarray::s![..a.nrows().min(DENSITY_ROWS), ..]);
+    let nonzero = head.iter().filter(|&&v| v != T::zero()).count();
+    nonzero as f64 / head.len().max(1) as f64
+}
+
+/// Which AVX-512 kernel [`kernel_product`] runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    /// Register blocks of rows (`gemm/avx512.rs`).
+    Dense,
+    /// Each row over its non-zero inputs (`gemm/sparse.rs`).
+    Sparse,
 }
 
 /// The register-blocked AVX-512 product of [`fused_dense`] where it applies (see
@@ -40,6 +157,7 @@ fn kernel_product<T: Real>(
     bias: Option<&[T]>,
     relu: bool,
     mut c: ArrayViewMut2<T>,
+    kernel: Kernel,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
     if kernel_fits::<T>(&a, &b, &c) && std::arch::is_x86_feature_detected!("avx512f") {
@@ -47,9 +165,9 @@ fn kernel_product<T: Real>(
         // in `kernel_fits`); see `kernel_as`.
         unsafe {
             if TypeId::of::<T>() == TypeId::of::<f32>() {
-                kernel_as::<T, f32>(&a, &b, bias, relu, &mut c);
+                kernel_as::<T, f32>(&a, &b, bias, relu, &mut c, kernel);
             } else {
-                kernel_as::<T, f64>(&a, &b, bias, relu, &mut c);
+                kernel_as::<T, f64>(&a, &b, bias, relu, &mut c, kernel);
             }
         }
         // No `clear_upper_registers` here: LLVM ends the kernel with `vzeroupper` itself
@@ -64,7 +182,8 @@ fn kernel_product<T: Real>(
 /// # Safety
 /// The CPU has AVX-512F, `T` is `L`, and the views passed [`kernel_fits`]: non-negative
 /// strides, unit column strides (or one column), so each pointer with its strides covers
-/// exactly its view's elements; `c` is borrowed mutably, so it aliases neither input.
+/// exactly its view's elements; `c` is borrowed mutably, so it aliases neither input. For
+/// the sparse kernels, also `a.ncols() <= sparse::MAX_K` ([`sparse_fits`]).
 #[cfg(target_arch = "x86_64")]
 unsafe fn kernel_as<T: Real, L: avx512::Lane>(
     a: &ArrayView2<T>,
@@ -72,6 +191,7 @@ unsafe fn kernel_as<T: Real, L: avx512::Lane>(
     bias: Option<&[T]>,
     relu: bool,
     c: &mut ArrayViewMut2<T>,
+    kernel: Kernel,
 ) {
     let mat = |p: *const T, s: &[isize], cols: usize| avx512::Mat {
         ptr: p.cast::<L>(),
@@ -82,7 +202,11 @@ unsafe fn kernel_as<T: Real, L: avx512::Lane>(
     let dims = (a.nrows(), a.ncols(), b.ncols());
     let (pa, pb) =
         (mat(a.as_ptr(), a.strides(), a.ncols()), mat(b.as_ptr(), b.strides(), b.ncols()));
-    avx512::product::<L>(pa, pb, c.as_mut_ptr().cast(), c.strides()[0] as usize, dims, ep);
+    let (pc, ldc) = (c.as_mut_ptr().cast(), c.strides()[0] as usize);
+    match kernel {
+        Kernel::Dense => avx512::product::<L>(pa, pb, pc, ldc, dims, ep),
+        Kernel::Sparse => sparse::product::<L, false>(pa, pb, pc, ldc, dims, ep),
+    }
 }
 
 /// Widest output [`kernel_product`] takes: the conditioners' layers (64 wide in C1 and C3).

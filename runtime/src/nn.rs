@@ -228,8 +228,9 @@ impl<T: Real> Mlp<T> {
                 let input = if i == 0 { x.slice(rows) } else { done[i - 1].slice(rows) };
                 let mut out = rest[0].slice_mut(rows);
                 let act = if i < last { Some(self.act) } else { None };
+                let after_relu = i > 0 && self.act == Activation::Relu;
                 match sp {
-                    None => layer.forward_into(input, out, act),
+                    None => layer.forward_into(input, out, act, after_relu),
                     Some(b) => {
                         blocked::product(input, layer.w.view(), out.view_mut(), false, &b[i]);
                         add_bias_activate(out, &layer.b, act);
@@ -242,16 +243,24 @@ impl<T: Real> Mlp<T> {
 
 impl<T: Real> Dense<T> {
     /// `out = act(input w + b)`: in one pass by [`gemm::fused_dense`] where it applies (no
-    /// activation or ReLU), else the product then [`add_bias_activate`].
+    /// activation or ReLU; [`gemm::fused_dense_after_relu`], which skips zero inputs, if the
+    /// input came out of a ReLU), else the product then [`add_bias_activate`].
     fn forward_into(
         &self,
         input: ArrayView2<T>,
         mut out: ArrayViewMut2<T>,
         act: Option<Activation>,
+        after_relu: bool,
     ) {
         let relu = act == Some(Activation::Relu);
         if let (true, Some(bias)) = (act.is_none() || relu, self.b.as_slice()) {
-            if gemm::fused_dense(input, self.w.view(), Some(bias), relu, out.view_mut()) {
+            let (w, o) = (self.w.view(), out.view_mut());
+            let fused = if after_relu {
+                gemm::fused_dense_after_relu(input, w, Some(bias), relu, o)
+            } else {
+                gemm::fused_dense(input, w, Some(bias), relu, o)
+            };
+            if fused {
                 return;
             }
         }

@@ -23,19 +23,23 @@ pub(super) trait Lane: crate::real::Real {
     unsafe fn vzero() -> Self::V;
     unsafe fn vsplat(p: *const Self) -> Self::V;
     unsafe fn vload(m: Self::M, p: *const Self) -> Self::V;
+    /// A whole register's load (a masked one is slower on Zen 4 even with every lane set).
+    unsafe fn vloadu(p: *const Self) -> Self::V;
     unsafe fn vstore(m: Self::M, p: *mut Self, v: Self::V);
     unsafe fn vfma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
     unsafe fn vadd(a: Self::V, b: Self::V) -> Self::V;
     unsafe fn vmax(a: Self::V, b: Self::V) -> Self::V;
     /// The sum of the lanes.
     unsafe fn vsum(v: Self::V) -> Self;
+    /// Bit `l` set where lane `l` of the `m`-masked load at `p` is non-zero or NaN.
+    unsafe fn nonzero_bits(m: Self::M, p: *const Self) -> u16;
 }
 
 /// `Lane` for one type from its intrinsics (the f32 and f64 sets differ only in names).
 macro_rules! lane {
     ($t:ty, $v:ty, $m:ty, $w:literal, $mbits:ty,
      $zero:ident, $set1:ident, $load:ident, $store:ident, $fma:ident, $add:ident, $max:ident,
-     $sum:ident) => {
+     $sum:ident, $cmp:ident, $loadu:ident) => {
         impl Lane for $t {
             type V = $v;
             type M = $m;
@@ -61,6 +65,10 @@ macro_rules! lane {
                 $load(m, p)
             }
             #[inline(always)]
+            unsafe fn vloadu(p: *const $t) -> $v {
+                $loadu(p)
+            }
+            #[inline(always)]
             unsafe fn vstore(m: $m, p: *mut $t, v: $v) {
                 $store(p, m, v)
             }
@@ -80,6 +88,11 @@ macro_rules! lane {
             unsafe fn vsum(v: $v) -> $t {
                 $sum(v)
             }
+            #[inline(always)]
+            unsafe fn nonzero_bits(m: $m, p: *const $t) -> u16 {
+                // Unordered-or-not-equal: NaN counts as non-zero.
+                $cmp::<_CMP_NEQ_UQ>(m, $load(m, p), $zero()) as u16
+            }
         }
     };
 }
@@ -97,7 +110,9 @@ lane!(
     _mm512_fmadd_ps,
     _mm512_add_ps,
     _mm512_max_ps,
-    _mm512_reduce_add_ps
+    _mm512_reduce_add_ps,
+    _mm512_mask_cmp_ps_mask,
+    _mm512_loadu_ps
 );
 lane!(
     f64,
@@ -112,7 +127,9 @@ lane!(
     _mm512_fmadd_pd,
     _mm512_add_pd,
     _mm512_max_pd,
-    _mm512_reduce_add_pd
+    _mm512_reduce_add_pd,
+    _mm512_mask_cmp_pd_mask,
+    _mm512_loadu_pd
 );
 
 /// A matrix in memory: element `(i, j)` at `ptr + i * rs + j * cs`. Both the inputs (`a`)
@@ -275,7 +292,7 @@ unsafe fn block<L: Lane, const NV: usize, const R: usize>(
 /// Most output columns [`narrow`] takes: a conditioner's last layer (C1's 64 -> 2). The
 /// register blocks would fill 2 of a register's 16 f32 lanes there, and faer ran these
 /// products at 8-13 GFLOP/s.
-const NARROW: usize = 4;
+pub(super) const NARROW: usize = 4;
 /// Longest inner dimension [`narrow`] takes (its transposed weights live on the stack).
 const NARROW_MAX_K: usize = 256;
 

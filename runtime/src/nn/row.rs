@@ -7,6 +7,7 @@
 //! with the W outputs held in registers over the whole inner index (no transposed copy).
 
 use super::{simd_isa, Activation, Dense, Isa, Mlp};
+use crate::gemm;
 use crate::real::Real;
 
 /// Buffers of [`Mlp::forward_row`], reused across calls: once they have grown to the widest
@@ -53,7 +54,12 @@ impl<T: Real> Mlp<T> {
             let (src, dst) = if i % 2 == 0 { (&*even, odd) } else { (&*odd, even) };
             let x = if i == 0 { input } else { &src[..] };
             dst.resize(layer.b.len(), T::zero());
-            dense_row(layer, x, dst, isa);
+            // A ReLU'd input skips its zeros where the sparse kernel applies (AVX-512).
+            let after_relu = i > 0 && self.act == Activation::Relu;
+            let sparse = |b: &[T]| gemm::sparse_row(layer.w.view(), b, x, dst);
+            if !(after_relu && layer.b.as_slice().is_some_and(sparse)) {
+                dense_row(layer, x, dst, isa);
+            }
             if i < last {
                 self.act.apply_slice(dst);
             }
