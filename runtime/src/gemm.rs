@@ -69,11 +69,17 @@ pub fn fused_dense_after_relu<T: Real>(
     kernel_product(a, b, bias, relu, c, Kernel::Dense)
 }
 
-/// `y = x w + b` for one row whose input came out of a ReLU, over its non-zero inputs, with
+/// `y = act(x w + b)` (`act`: ReLU if `relu`) for one row whose input came out of a ReLU, over its non-zero inputs, with
 /// the weight rows prefetched from L2 (the per-sample pass); false, with `y` untouched, where
 /// the kernel does not apply. Checks only what the kernel needs: building views and running
 /// [`kernel_fits`] per layer was 13% of `log_prob_one`.
-pub(crate) fn sparse_row<T: Real>(w: ArrayView2<T>, b: &[T], x: &[T], y: &mut [T]) -> bool {
+pub(crate) fn sparse_row<T: Real>(
+    w: ArrayView2<T>,
+    b: &[T],
+    relu: bool,
+    x: &[T],
+    y: &mut [T],
+) -> bool {
     let (k, n) = w.dim();
     assert!(k == x.len() && n == b.len() && n == y.len(), "sparse_row: shapes");
     #[cfg(target_arch = "x86_64")]
@@ -86,11 +92,11 @@ pub(crate) fn sparse_row<T: Real>(w: ArrayView2<T>, b: &[T], x: &[T], y: &mut [T
             // says (asserted), `y` is borrowed mutably and `k <= MAX_K`.
             unsafe {
                 if is(TypeId::of::<f32>()) {
-                    sparse_row_as::<T, f32>(a, ws.as_ptr(), b, c, (k, n));
+                    sparse_row_as::<T, f32>(a, ws.as_ptr(), b, relu, c, (k, n));
                     return true;
                 }
                 if is(TypeId::of::<f64>()) {
-                    sparse_row_as::<T, f64>(a, ws.as_ptr(), b, c, (k, n));
+                    sparse_row_as::<T, f64>(a, ws.as_ptr(), b, relu, c, (k, n));
                     return true;
                 }
             }
@@ -109,12 +115,13 @@ unsafe fn sparse_row_as<T, L: avx512::Lane>(
     x: *const T,
     w: *const T,
     b: *const T,
+    relu: bool,
     y: *mut T,
     (k, n): (usize, usize),
 ) {
     let a = avx512::Mat { ptr: x.cast::<L>(), rs: k, cs: 1 };
     let w = avx512::Mat { ptr: w.cast::<L>(), rs: n, cs: 1 };
-    let ep = avx512::Epilogue { bias: Some(b.cast::<L>()), relu: false };
+    let ep = avx512::Epilogue { bias: Some(b.cast::<L>()), relu };
     sparse::product::<L, true>(a, w, y.cast(), n, (1, k, n), ep);
 }
 

@@ -31,15 +31,17 @@ pub(super) trait Lane: crate::real::Real {
     unsafe fn vmax(a: Self::V, b: Self::V) -> Self::V;
     /// The sum of the lanes.
     unsafe fn vsum(v: Self::V) -> Self;
-    /// Bit `l` set where lane `l` of the `m`-masked load at `p` is non-zero or NaN.
-    unsafe fn nonzero_bits(m: Self::M, p: *const Self) -> u16;
+    /// A whole register's store.
+    unsafe fn vstoreu(p: *mut Self, v: Self::V);
+    /// Bit `l` set where lane `l` of `v` is non-zero or NaN (lanes outside `m`: unset).
+    unsafe fn nonzero_bits(m: Self::M, v: Self::V) -> u16;
 }
 
 /// `Lane` for one type from its intrinsics (the f32 and f64 sets differ only in names).
 macro_rules! lane {
     ($t:ty, $v:ty, $m:ty, $w:literal, $mbits:ty,
      $zero:ident, $set1:ident, $load:ident, $store:ident, $fma:ident, $add:ident, $max:ident,
-     $sum:ident, $cmp:ident, $loadu:ident) => {
+     $sum:ident, $cmp:ident, $loadu:ident, $storeu:ident) => {
         impl Lane for $t {
             type V = $v;
             type M = $m;
@@ -89,9 +91,13 @@ macro_rules! lane {
                 $sum(v)
             }
             #[inline(always)]
-            unsafe fn nonzero_bits(m: $m, p: *const $t) -> u16 {
+            unsafe fn vstoreu(p: *mut $t, v: $v) {
+                $storeu(p, v)
+            }
+            #[inline(always)]
+            unsafe fn nonzero_bits(m: $m, v: $v) -> u16 {
                 // Unordered-or-not-equal: NaN counts as non-zero.
-                $cmp::<_CMP_NEQ_UQ>(m, $load(m, p), $zero()) as u16
+                $cmp::<_CMP_NEQ_UQ>(m, v, $zero()) as u16
             }
         }
     };
@@ -112,7 +118,8 @@ lane!(
     _mm512_max_ps,
     _mm512_reduce_add_ps,
     _mm512_mask_cmp_ps_mask,
-    _mm512_loadu_ps
+    _mm512_loadu_ps,
+    _mm512_storeu_ps
 );
 lane!(
     f64,
@@ -129,7 +136,8 @@ lane!(
     _mm512_max_pd,
     _mm512_reduce_add_pd,
     _mm512_mask_cmp_pd_mask,
-    _mm512_loadu_pd
+    _mm512_loadu_pd,
+    _mm512_storeu_pd
 );
 
 /// A matrix in memory: element `(i, j)` at `ptr + i * rs + j * cs`. Both the inputs (`a`)

@@ -54,12 +54,14 @@ impl<T: Real> Mlp<T> {
             let (src, dst) = if i % 2 == 0 { (&*even, odd) } else { (&*odd, even) };
             let x = if i == 0 { input } else { &src[..] };
             dst.resize(layer.b.len(), T::zero());
-            // A ReLU'd input skips its zeros where the sparse kernel applies (AVX-512).
-            let after_relu = i > 0 && self.act == Activation::Relu;
-            let sparse = |b: &[T]| gemm::sparse_row(layer.w.view(), b, x, dst);
-            if !(after_relu && layer.b.as_slice().is_some_and(sparse)) {
-                dense_row(layer, x, dst, isa);
+            // A ReLU'd input skips its zeros where the sparse kernel applies (AVX-512), which
+            // applies a hidden layer's ReLU too.
+            let relu = self.act == Activation::Relu;
+            let sparse = |b: &[T]| gemm::sparse_row(layer.w.view(), b, relu && i < last, x, dst);
+            if relu && i > 0 && layer.b.as_slice().is_some_and(sparse) {
+                continue;
             }
+            dense_row(layer, x, dst, isa);
             if i < last {
                 self.act.apply_slice(dst);
             }
