@@ -11,12 +11,22 @@ use rand::RngExt;
 
 mod backward;
 pub(crate) mod blocked;
+mod pieces;
 mod row;
 pub use blocked::{blocks_of_mask, Block};
+use pieces::Pieces;
 pub use row::RowScratch;
 
 /// Per layer, the column blocks its weight is nonzero on (see `blocked.rs`); `None`: dense.
 pub(crate) type Sparsity<'a> = Option<&'a [Vec<Block>]>;
+
+/// How [`Mlp::forward`]'s row blocks compute the layers: a masked network's blocks, or the
+/// first two layers of a one-input ReLU network as pieces (`pieces.rs`).
+#[derive(Clone, Copy)]
+struct Layers<'a, T> {
+    blocks: Sparsity<'a>,
+    pieces: Option<&'a Pieces<T>>,
+}
 
 /// The nonlinearity applied after every layer but the last.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -150,6 +160,9 @@ pub struct MlpScratch<T> {
     /// batch (`backward.rs`).
     pub(crate) deltas2: Vec<Array2<T>>,
     pub(crate) grad2: Option<Mlp<T>>,
+    /// The pieces of the last one-input ReLU network run with this scratch, kept while its
+    /// weights are unchanged (`pieces.rs`; a batch reaches `forward` one row tile at a time).
+    pub(crate) pieces: Option<Pieces<T>>,
 }
 
 impl<T: Real> Mlp<T> {
@@ -202,6 +215,11 @@ impl<T: Real> Mlp<T> {
         }
         resize_all(&mut s.acts, n, self.layers.iter().map(|l| l.b.len()));
         debug_assert_eq!(x.ncols(), self.layers[0].w.nrows(), "Mlp::forward: input width");
+        let pieces = match sp {
+            None if n >= pieces::PIECES_MIN_ROWS => Pieces::cached(self, &mut s.pieces),
+            _ => None,
+        };
+        let sp = Layers { blocks: sp, pieces };
         if gemm::row_parts(n) == 1 {
             let mut outs: Vec<ArrayViewMut2<T>> = s.acts.iter_mut().map(|a| a.view_mut()).collect();
             self.forward_rows(x, &mut outs, sp);
@@ -218,7 +236,7 @@ impl<T: Real> Mlp<T> {
     }
 
     /// [`Mlp::forward`] of the rows of `x` into `outs` (one view per layer, same rows).
-    fn forward_rows(&self, x: ArrayView2<T>, outs: &mut [ArrayViewMut2<T>], sp: Sparsity) {
+    fn forward_rows(&self, x: ArrayView2<T>, outs: &mut [ArrayViewMut2<T>], sp: Layers<T>) {
         let last = self.layers.len() - 1;
         let n = x.nrows();
         for start in (0..n).step_by(gemm::TILE_ROWS) {
@@ -229,9 +247,10 @@ impl<T: Real> Mlp<T> {
                 let mut out = rest[0].slice_mut(rows);
                 let act = if i < last { Some(self.act) } else { None };
                 let after_relu = i > 0 && self.act == Activation::Relu;
-                match sp {
-                    None => layer.forward_into(input, out, act, after_relu),
-                    Some(b) => {
+                match (sp.blocks, sp.pieces) {
+                    (None, Some(p)) if i == 1 => p.hidden_rows(x.slice(rows), out),
+                    (None, _) => layer.forward_into(input, out, act, after_relu),
+                    (Some(b), _) => {
                         blocked::product(input, layer.w.view(), out.view_mut(), false, &b[i]);
                         add_bias_activate(out, &layer.b, act);
                     }

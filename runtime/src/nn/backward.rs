@@ -103,7 +103,7 @@ impl<T: Real> Mlp<T> {
         dx: Option<ArrayViewMut2<T>>,
     ) {
         let mid = x.nrows() / 2;
-        let MlpScratch { acts, deltas, deltas2, grad2 } = s;
+        let MlpScratch { acts, deltas, deltas2, grad2, .. } = s;
         let g2 = zeroed_like(grad2, grad);
         let (top, bottom): (Vec<_>, Vec<_>) =
             acts.iter().map(|a| a.view().split_at(Axis(0), mid)).unzip();
