@@ -117,7 +117,8 @@ impl<T: Real> Pieces<T> {
         );
         let parts =
             [first.w.as_slice(), first.b.as_slice(), second.w.as_slice(), second.b.as_slice()];
-        // Weights not in standard layout leave `source` empty: never matched, rebuilt per call.
+        // A part not in standard layout is left out of `source`, and `built_from` never matches
+        // such a network: its pieces are rebuilt per call.
         let source = parts.iter().flatten().flat_map(|p| p.iter().copied()).collect();
         Some(Self { breaks, width: second.b.len(), slope, offset, source })
     }
