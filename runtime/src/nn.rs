@@ -142,10 +142,31 @@ pub struct Dense<T> {
 }
 
 /// A multilayer perceptron. An MLP without layers is the identity.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// The layers are reached through [`Mlp::layers`] and [`Mlp::layers_mut`] (or
+/// [`Params::visit_mut`]), so that every change of a weight gives the network a new
+/// [`Mlp::id`]: caches of what its weights determine (the pieces of `pieces.rs`) are then
+/// checked by one comparison of ids instead of thousands of weights.
+#[derive(Clone, Debug)]
 pub struct Mlp<T> {
-    pub layers: Vec<Dense<T>>,
+    layers: Vec<Dense<T>>,
     pub act: Activation,
+    /// Unique to these weights: taken from [`next_id`] at construction and at every mutable
+    /// borrow of the layers; a clone, with the same weights, keeps it.
+    id: u64,
+}
+
+/// Networks with equal layers and activation are equal, whatever their ids.
+impl<T: PartialEq> PartialEq for Mlp<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.layers == other.layers && self.act == other.act
+    }
+}
+
+/// A process-wide fresh id (never reused, so a cache keyed on an id can never be stale).
+fn next_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Per-batch buffers of an [`Mlp`], reused across calls.
@@ -177,7 +198,9 @@ impl<T: Real> Mlp<T> {
     ) -> Self {
         let mut mlp = Self::zeros(sizes, act);
         let n = mlp.layers.len();
-        for layer in mlp.layers.iter_mut().take(if zero_last { n.saturating_sub(1) } else { n }) {
+        for layer in
+            mlp.layers_mut().iter_mut().take(if zero_last { n.saturating_sub(1) } else { n })
+        {
             let bound = 1.0 / (layer.w.nrows().max(1) as f64).sqrt();
             let mut draw = |v: &mut T| *v = T::of(rng.random_range(-bound..bound));
             layer.w.iter_mut().for_each(&mut draw);
@@ -192,7 +215,29 @@ impl<T: Real> Mlp<T> {
             .windows(2)
             .map(|io| Dense { w: Array2::zeros((io[0], io[1])), b: Array1::zeros(io[1]) })
             .collect();
-        Self { layers, act }
+        Self::from_layers(layers, act)
+    }
+
+    /// A network of these layers (`layers[i].w` is `in x out`, each `out` the next `in`).
+    pub fn from_layers(layers: Vec<Dense<T>>, act: Activation) -> Self {
+        Self { layers, act, id: next_id() }
+    }
+
+    /// The layers, first to last.
+    pub fn layers(&self) -> &[Dense<T>] {
+        &self.layers
+    }
+
+    /// The layers, to change: the network takes a new [`Mlp::id`].
+    pub fn layers_mut(&mut self) -> &mut Vec<Dense<T>> {
+        self.id = next_id();
+        &mut self.layers
+    }
+
+    /// Equal for two networks only if their weights are equal: it changes with every mutable
+    /// borrow of the layers, and no two networks built apart share one.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// The forward pass; the activation follows every layer except the last. Leaves every
@@ -339,7 +384,7 @@ impl<T: Real> Params<T> for Mlp<T> {
         }
     }
     fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(String, &[usize], &mut [T])) {
-        for (i, l) in self.layers.iter_mut().enumerate() {
+        for (i, l) in self.layers_mut().iter_mut().enumerate() {
             let shape = [l.w.nrows(), l.w.ncols()];
             f(join(prefix, &format!("{i}.weight")), &shape, standard_slice_mut(&mut l.w));
             let shape = [l.b.len()];

@@ -71,7 +71,7 @@ impl<T: Real> Mlp<T> {
             let (below, here) = s.deltas.split_at_mut(i);
             let delta = if i == nl - 1 { dout.view() } else { here[0].view() };
             let input = if i == 0 { x.view() } else { s.acts[i - 1].view() };
-            let (layer, gl) = (&self.layers[i], &mut grad.layers[i]);
+            let (layer, gl) = (&self.layers[i], &mut grad.layers_mut()[i]);
             weight_grad(input, delta, gl, par, blocks);
             if i > 0 {
                 let below = below[i - 1].view_mut();
@@ -120,7 +120,7 @@ impl<T: Real> Mlp<T> {
             || self.backward_rows(x0, &top, d0, grad, dx0, deltas),
             || self.backward_rows(x1, &bottom, d1, g2, dx1, deltas2),
         );
-        for (gl, hl) in grad.layers.iter_mut().zip(&g2.layers) {
+        for (gl, hl) in grad.layers_mut().iter_mut().zip(&g2.layers) {
             gl.w += &hl.w;
             gl.b += &hl.b;
         }
@@ -146,7 +146,7 @@ impl<T: Real> Mlp<T> {
                 let (below, here) = deltas.split_at_mut(i);
                 let delta = if i == nl - 1 { dout.slice(rows) } else { here[0].view() };
                 let input = if i == 0 { x.slice(rows) } else { acts[i - 1].slice(rows) };
-                let (layer, gl) = (&self.layers[i], &mut grad.layers[i]);
+                let (layer, gl) = (&self.layers[i], &mut grad.layers_mut()[i]);
                 weight_grad(input, delta, gl, false, None);
                 if i > 0 {
                     let act = Some((self.act, acts[i - 1].slice(rows)));

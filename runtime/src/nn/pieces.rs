@@ -41,62 +41,34 @@ pub(crate) struct Pieces<T> {
     /// `A[p]` and `B[p]`, `(breaks.len() + 1) x width` each, row-major.
     slope: Vec<T>,
     offset: Vec<T>,
-    /// The weights they were built from: `w1`, `b1`, `W2` and `b2`, one after the other.
-    source: Vec<T>,
+    /// The [`Mlp::id`] of the network they were built from.
+    id: u64,
 }
 
 impl<T: Real> Pieces<T> {
-    /// The pieces of `net`, from `cache` if they were built from the same weights (compared
-    /// exactly: a few thousand values, against the build's sort and tables per row tile),
-    /// else built and left there. `None` where [`Pieces::of`] declines.
+    /// The pieces of `net`, from `cache` if they were built from the same weights (the same
+    /// [`Mlp::id`]), else built and left there. `None` where [`Pieces::of`] declines.
     pub(crate) fn cached<'c>(net: &Mlp<T>, cache: &'c mut Option<Self>) -> Option<&'c Self> {
-        let fresh = match cache {
-            Some(p) => !super::simd(
-                #[inline(always)]
-                || p.built_from(net),
-            ),
-            None => true,
-        };
-        if fresh {
+        // The activation is a public field, outside the id: checked on every use.
+        if !Self::fits(net) {
+            return None;
+        }
+        if cache.as_ref().is_none_or(|p| p.id != net.id()) {
             *cache = Self::of(net);
         }
         cache.as_ref()
     }
 
-    /// Whether these pieces were built from `net`'s first two layers as they are now.
-    #[inline(always)]
-    fn built_from(&self, net: &Mlp<T>) -> bool {
-        let mut at = 0;
-        let mut same = |a: Option<&[T]>| {
-            let Some(a) = a else { return false };
-            let Some(part) = self.source.get(at..at + a.len()) else { return false };
-            at += a.len();
-            // No early exit, so that it vectorises (slice `==` stops at the first difference
-            // and was 15% of C1's f64 log_prob).
-            part.iter().zip(a).fold(true, |same, (x, y)| same & (x == y))
-        };
-        let [first, second, ..] = &net.layers[..] else { return false };
-        same(first.w.as_slice())
-            && same(first.b.as_slice())
-            && same(second.w.as_slice())
-            && same(second.b.as_slice())
-            && at == self.source.len()
-    }
-
     /// The pieces of `net`, or `None` where they do not apply: not a ReLU network, not one
     /// input, fewer than three layers (the second layer would be the output, and `forward`
     /// keeps no hidden layer to replace), too wide a first layer, or a non-finite weight or
-    /// bias in the first layer or bias in the second (no breakpoints to sort). Built per row
-    /// tile of a batch (`Mlp::forward` sees one tile at a time), so kept cheap: measured,
-    /// checking all of `W2` and sorting with a recomputed key were 60% of C1's log_prob.
+    /// bias in the first layer or bias in the second (no breakpoints to sort). Built again
+    /// after every training step, so kept cheap: measured, checking all of `W2` and sorting
+    /// with a recomputed key were 60% of C1's log_prob when it was built per row tile.
     pub(crate) fn of(net: &Mlp<T>) -> Option<Self> {
         let [first, second, ..] = &net.layers[..] else { return None };
-        let fits = net.act == Activation::Relu
-            && net.layers.len() >= 3
-            && first.w.nrows() == 1
-            && first.b.len() <= MAX_UNITS;
         let finite = |v: &T| v.f64().is_finite();
-        if !fits || !first.w.iter().chain(&first.b).chain(&second.b).all(finite) {
+        if !Self::fits(net) || !first.w.iter().chain(&first.b).chain(&second.b).all(finite) {
             return None;
         }
         let (w1, b1) = (first.w.row(0), &first.b);
@@ -115,12 +87,29 @@ impl<T: Real> Pieces<T> {
             #[inline(always)]
             || tables(net, &order, moving),
         );
-        let parts =
-            [first.w.as_slice(), first.b.as_slice(), second.w.as_slice(), second.b.as_slice()];
-        // A part not in standard layout is left out of `source`, and `built_from` never matches
-        // such a network: its pieces are rebuilt per call.
-        let source = parts.iter().flatten().flat_map(|p| p.iter().copied()).collect();
-        Some(Self { breaks, width: second.b.len(), slope, offset, source })
+        Some(Self { breaks, width: second.b.len(), slope, offset, id: net.id() })
+    }
+
+    /// Whether `net` has the shape the pieces take: a ReLU network of one input, at least
+    /// three layers and at most [`MAX_UNITS`] first-layer units.
+    pub(crate) fn fits(net: &Mlp<T>) -> bool {
+        net.act == Activation::Relu
+            && net.layers.len() >= 3
+            && net.layers[0].w.nrows() == 1
+            && net.layers[0].b.len() <= MAX_UNITS
+    }
+
+    /// The [`Mlp::id`] of the network they were built from.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// [`Pieces::hidden`] of one input, under the CPU dispatch (the per-sample path).
+    pub(crate) fn hidden_row(&self, x: T, out: &mut [T]) {
+        super::simd(
+            #[inline(always)]
+            || self.hidden(x, out),
+        )
     }
 
     /// [`Pieces::hidden`] of every row of the one-column `x` into the rows of `out`.
@@ -219,17 +208,14 @@ mod tests {
         let mut net = Mlp::<f64>::zeros(sizes, Activation::Relu);
         randomize(&mut net, &mut rng(90 + sizes[1] as u64), 1.0);
         for j in 0..zero_units {
-            net.layers[0].w[[0, j]] = 0.0;
-            net.layers[0].b[j] = if j % 2 == 0 { 0.5 } else { -0.5 };
+            net.layers_mut()[0].w[[0, j]] = 0.0;
+            net.layers_mut()[0].b[j] = if j % 2 == 0 { 0.5 } else { -0.5 };
         }
-        let net = Mlp {
-            layers: net
-                .layers
-                .iter()
-                .map(|l| super::super::Dense { w: l.w.mapv(T::of), b: l.b.mapv(T::of) })
-                .collect(),
-            act: net.act,
-        };
+        let layers = net
+            .layers
+            .iter()
+            .map(|l| super::super::Dense { w: l.w.mapv(T::of), b: l.b.mapv(T::of) });
+        let net = Mlp::from_layers(layers.collect(), net.act);
         let pieces = Pieces::of(&net).expect("a one-input ReLU network");
         let mut xs: Vec<T> =
             uniform(&mut rng(91), 1, 200, 6.0).iter().copied().map(T::of).collect();
@@ -280,9 +266,9 @@ mod tests {
         let mut fresh = MlpScratch::default();
         for change in 0..4 {
             match change {
-                1 => net.layers[1].w[[5, 3]] += 0.5,
-                2 => net.layers[0].b[2] -= 0.25,
-                3 => net.layers[1].b[7] += 1.0,
+                1 => net.layers_mut()[1].w[[5, 3]] += 0.5,
+                2 => net.layers_mut()[0].b[2] -= 0.25,
+                3 => net.layers_mut()[1].b[7] += 1.0,
                 _ => {}
             }
             net.forward(x.view(), &mut s);
@@ -290,6 +276,22 @@ mod tests {
             net.forward(x.view(), &mut fresh);
             assert_eq!(s.acts[1], fresh.acts[1], "after change {change}");
         }
+    }
+
+    /// Cached pieces are not used once the (public) activation field has changed.
+    #[test]
+    fn cached_pieces_follow_the_activation() {
+        let mut net = Mlp::<f64>::zeros(&[1, 16, 8, 2], Activation::Relu);
+        randomize(&mut net, &mut rng(97), 1.0);
+        let x = uniform(&mut rng(98), 100, 1, 3.0);
+        let mut s = MlpScratch::default();
+        net.forward(x.view(), &mut s);
+        assert!(s.pieces.is_some());
+        net.act = Activation::Tanh;
+        net.forward(x.view(), &mut s);
+        let mut fresh = MlpScratch::default();
+        net.forward(x.view(), &mut fresh);
+        assert_eq!(s.acts[1], fresh.acts[1]);
     }
 
     /// Not taken where the network is not piecewise linear in one input, or its first layer
@@ -302,7 +304,7 @@ mod tests {
         assert!(Pieces::of(&one(&[1, 8, 8, 2], Activation::Tanh)).is_none());
         assert!(Pieces::of(&one(&[1, 8, 2], Activation::Relu)).is_none());
         let mut nan = one(&[1, 8, 8, 2], Activation::Relu);
-        nan.layers[0].b[3] = f64::NAN;
+        nan.layers_mut()[0].b[3] = f64::NAN;
         assert!(Pieces::of(&nan).is_none());
     }
 }

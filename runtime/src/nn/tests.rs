@@ -23,9 +23,9 @@ fn forward_matches_a_hand_computation() {
     let x = array![[1.0, 1.0], [-1.0, 0.0]];
     let mut s = MlpScratch::default();
     // Hidden pre-activations: [3, -1.5] and [-1, 0].
-    let relu = Mlp { layers: layers.clone(), act: Activation::Relu };
+    let relu = Mlp::from_layers(layers.clone(), Activation::Relu);
     assert_eq!(output(&relu, x.view(), &mut s), array![[3.5], [0.5]]);
-    let leaky = Mlp { layers, act: Activation::LeakyRelu(0.1) };
+    let leaky = Mlp::from_layers(layers, Activation::LeakyRelu(0.1));
     assert_close(
         "leaky",
         output(&leaky, x.view(), &mut s).as_slice().unwrap(),
@@ -100,8 +100,8 @@ fn reference_backward(net: &Mlp<f64>, x: ArrayView2<f64>, dout: ArrayView2<f64>)
     let twice = |g: Array2<f64>| g.mapv(|g| 1.0 + 2.0 * g);
     for i in (0..net.layers.len()).rev() {
         let input = if i == 0 { x.to_owned() } else { s.acts[i - 1].clone() };
-        grad.layers[i].w = twice(input.t().dot(&delta));
-        grad.layers[i].b = delta.sum_axis(Axis(0)).mapv(|g| 1.0 + 2.0 * g);
+        grad.layers_mut()[i].w = twice(input.t().dot(&delta));
+        grad.layers_mut()[i].b = delta.sum_axis(Axis(0)).mapv(|g| 1.0 + 2.0 * g);
         let mut below = delta.dot(&net.layers[i].w.t());
         if i > 0 {
             net.act.mul_derivative(below.view_mut(), s.acts[i - 1].view());
@@ -163,7 +163,8 @@ fn params_are_named_and_shaped_like_the_spec() {
         want.into_iter().map(|(n, s)| (n.to_string(), s.clone(), s.iter().product())).collect();
     assert_eq!(seen, want);
     // A strided weight (public field) is visited in logical order.
-    net.layers[0].w = Array2::from_shape_fn((5, 2), |(i, j)| (10 * i + j) as f64).reversed_axes();
+    net.layers_mut()[0].w =
+        Array2::from_shape_fn((5, 2), |(i, j)| (10 * i + j) as f64).reversed_axes();
     let mut first = Vec::new();
     net.visit_mut("", &mut |_, _, d| first.extend(d.iter().take(3).copied()));
     assert_eq!(&first[..3], &[0.0, 10.0, 20.0]);
@@ -189,4 +190,25 @@ fn layerless_mlp_is_the_identity() {
     let mut dx = Array2::zeros((2, 3));
     net.backward(x.view(), &mut s, x.view(), &mut net.clone(), Some(dx.view_mut()));
     assert_eq!(dx, x);
+}
+
+/// A network's id changes with every mutable borrow of its weights and only then: a clone
+/// keeps it (same weights), separately built networks never share one, and equality looks
+/// at the weights alone.
+#[test]
+fn ids_follow_the_weights() {
+    let mut a = Mlp::<f64>::zeros(&[2, 3, 1], Activation::Relu);
+    let b = Mlp::<f64>::zeros(&[2, 3, 1], Activation::Relu);
+    assert_ne!(a.id(), b.id());
+    assert_eq!(a, b);
+    let c = a.clone();
+    assert_eq!(c.id(), a.id());
+    let id = a.id();
+    a.layers_mut();
+    assert_ne!(a.id(), id);
+    let id = a.id();
+    a.visit_mut("", &mut |_, _, _| {});
+    assert_ne!(a.id(), id);
+    let _ = (a.layers(), a.id());
+    assert_eq!(a.id(), a.clone().id());
 }

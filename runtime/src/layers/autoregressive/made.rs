@@ -95,10 +95,10 @@ impl<T: Real> Made<T> {
 
     fn with_net(net: Mlp<T>, in_deg: &[usize], hidden_deg: &[&[usize]], n_params: usize) -> Self {
         let d = in_deg.len();
-        let widths: Vec<usize> = net.layers.iter().map(|l| l.b.len()).collect();
+        let widths: Vec<usize> = net.layers().iter().map(|l| l.b.len()).collect();
         // The architecture comes from the compiler, never from user data: a mismatch is a bug.
         assert_eq!(widths.len(), hidden_deg.len() + 1, "Made: one degree list per hidden layer");
-        assert_eq!(net.layers[0].w.nrows(), d, "Made: input width");
+        assert_eq!(net.layers()[0].w.nrows(), d, "Made: input width");
         assert_eq!(widths[widths.len() - 1], d * n_params, "Made: output width");
         for (h, w) in hidden_deg.iter().zip(&widths) {
             assert_eq!(h.len(), *w, "Made: hidden degree count");
@@ -174,7 +174,7 @@ impl<T: Real> Made<T> {
     /// How rows (the first layer's) and columns (the last layer's) of layer `i` of the masked
     /// network map to those of `net`; `None`: the identity.
     fn perms(&self, i: usize) -> (Option<&[usize]>, Option<&[usize]>) {
-        let last = self.net.layers.len() - 1;
+        let last = self.net.layers().len() - 1;
         (Some(&self.ord[..]).filter(|_| i == 0), Some(&self.out_perm[..]).filter(|_| i == last))
     }
 
@@ -182,14 +182,14 @@ impl<T: Real> Made<T> {
     /// shapes match.
     pub(crate) fn masked_into<'a>(&self, dst: &'a mut Option<Mlp<T>>) -> &'a Mlp<T> {
         let eff = dst.get_or_insert_with(|| self.net.clone());
-        if eff.layers.len() != self.net.layers.len()
-            || eff.layers.iter().zip(&self.net.layers).any(|(a, b)| a.w.dim() != b.w.dim())
+        if eff.layers().len() != self.net.layers().len()
+            || eff.layers().iter().zip(self.net.layers()).any(|(a, b)| a.w.dim() != b.w.dim())
         {
             *eff = self.net.clone();
         }
         eff.act = self.net.act;
         for (i, ((e, l), m)) in
-            eff.layers.iter_mut().zip(&self.net.layers).zip(&self.masks).enumerate()
+            eff.layers_mut().iter_mut().zip(self.net.layers()).zip(&self.masks).enumerate()
         {
             let (rows, cols) = self.perms(i);
             for (r, (mut e, m)) in e.w.rows_mut().into_iter().zip(m.rows()).enumerate() {
@@ -214,7 +214,7 @@ impl<T: Real> Made<T> {
     /// network.
     pub(crate) fn add_masked_grad(&self, geff: &Mlp<T>, grad: &mut Made<T>) {
         for (i, ((g, e), m)) in
-            grad.net_mut().layers.iter_mut().zip(&geff.layers).zip(&self.masks).enumerate()
+            grad.net_mut().layers_mut().iter_mut().zip(geff.layers()).zip(&self.masks).enumerate()
         {
             let (rows, cols) = self.perms(i);
             for (r, (e, m)) in e.w.rows().into_iter().zip(m.rows()).enumerate() {
@@ -291,12 +291,12 @@ pub(crate) fn input_vjp<T: Real>(
     mut dx: ArrayViewMut2<T>,
 ) {
     use crate::nn::blocked::product_t;
-    let nl = net.layers.len();
+    let nl = net.layers().len();
     deltas.resize_with(nl, || Array2::zeros((0, 0)));
     for i in (0..nl).rev() {
         let (below, here) = deltas.split_at_mut(i);
         let delta = if i == nl - 1 { dout } else { here[0].view() };
-        let w = net.layers[i].w.view();
+        let w = net.layers()[i].w.view();
         if i == 0 {
             product_t(delta, w, dx.view_mut(), false, &blocks[i]);
         } else {

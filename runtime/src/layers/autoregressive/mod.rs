@@ -66,8 +66,8 @@ fn gather<T: Real>(x: ArrayView2<T>, cols: &[usize], dst: &mut Array2<T>) {
 fn zeroed<'a, T: Real>(dst: &'a mut Option<Mlp<T>>, like: &Mlp<T>) -> &'a mut Mlp<T> {
     use crate::params::Params;
     let g = dst.get_or_insert_with(|| like.clone());
-    if g.layers.len() != like.layers.len()
-        || g.layers.iter().zip(&like.layers).any(|(a, b)| a.w.dim() != b.w.dim())
+    if g.layers().len() != like.layers().len()
+        || g.layers().iter().zip(like.layers()).any(|(a, b)| a.w.dim() != b.w.dim())
     {
         *g = like.clone();
     }

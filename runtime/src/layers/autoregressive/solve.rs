@@ -84,14 +84,14 @@ impl<T: Real> Plan<T> {
         }
         self.n_params = np;
         self.act = Some(eff.act);
-        self.layers.resize_with(eff.layers.len(), Default::default);
-        for i in 0..eff.layers.len() {
+        self.layers.resize_with(eff.layers().len(), Default::default);
+        for i in 0..eff.layers().len() {
             self.build_layer(eff, i);
         }
     }
 
     fn build_layer(&mut self, eff: &Mlp<T>, i: usize) {
-        let (dense, nl, np) = (&eff.layers[i], eff.layers.len(), self.n_params);
+        let (dense, nl, np) = (&eff.layers()[i], eff.layers().len(), self.n_params);
         let (src, src_deg) = if i == 0 {
             (&self.ord, &self.ord_deg)
         } else {

@@ -266,7 +266,7 @@ fn flow_jacobian_is_triangular_in_degree_order() {
 
 /// The mask of dense layer `i`, recomputed from the degrees.
 fn mask_of(m: &Made<f64>, i: usize) -> Array2<bool> {
-    let (w, np, last) = (&m.net().layers[i].w, m.n_params, m.net().layers.len() - 1);
+    let (w, np, last) = (&m.net().layers()[i].w, m.n_params, m.net().layers().len() - 1);
     let src = if i == 0 { &m.in_deg } else { &m.hidden_deg[i - 1] };
     Array2::from_shape_fn(w.dim(), |(r, c)| {
         if i == last {
@@ -286,9 +286,9 @@ fn masked_weights_get_exactly_zero_gradient_and_no_influence() {
     let (g0, dld) = (uniform(&mut rng(92), 6, 7, 1.0), Array1::from_elem(6, 0.7));
     // Garbage in every masked entry changes nothing.
     let mut noisy = m.clone();
-    for i in 0..noisy.net().layers.len() {
+    for i in 0..noisy.net().layers().len() {
         let mask = mask_of(&m, i);
-        Zip::from(&mut noisy.net_mut().layers[i].w)
+        Zip::from(&mut noisy.net_mut().layers_mut()[i].w)
             .and(&mask)
             .for_each(|w, &k| *w = if k { *w } else { 1e3 });
     }
@@ -301,7 +301,7 @@ fn masked_weights_get_exactly_zero_gradient_and_no_influence() {
             let mut grad = Made::zeros(&[5, 7, 6, 10], Activation::Relu, order, &hd(made), 2);
             let mut g = g0.clone();
             f.backward(x.view(), g.view_mut(), dld.view(), &mut grad);
-            for (i, l) in grad.net().layers.iter().enumerate() {
+            for (i, l) in grad.net().layers().iter().enumerate() {
                 let mask = mask_of(&m, i);
                 assert!(Zip::from(&l.w).and(&mask).all(|&g, &k| k || g == 0.0), "layer {i}");
                 assert!(l.w.iter().any(|&g| g != 0.0));
@@ -412,6 +412,6 @@ fn a_reused_scratch_sees_every_parameter_change() {
     let after = run(&m, &mut s);
     assert_ne!(after, before);
     assert_eq!(after, run(&m, &mut ArScratch::default()), "after a Params change");
-    m.net_mut().layers[0].b.fill(0.25);
+    m.net_mut().layers_mut()[0].b.fill(0.25);
     assert_eq!(run(&m, &mut s), run(&m, &mut ArScratch::default()), "after net_mut");
 }
