@@ -65,6 +65,9 @@ pub struct Made<T> {
     masks: Vec<Array2<T>>,
     /// Per dense layer, the column blocks of its mask (in degree order).
     blocks: Vec<Vec<Block>>,
+    /// Per dense layer, where its mask is zeros then ones on every row (the staircase of
+    /// degree order), the first column each row lets through.
+    starts: Vec<Option<Vec<usize>>>,
 }
 
 impl<T: Real> Made<T> {
@@ -113,9 +116,22 @@ impl<T: Real> Made<T> {
             .map(|i| layer_mask(&sorted_deg, &hidden_deg, n_params, i, widths[i]))
             .collect();
         let blocks = masks.iter().map(|m| blocks_of_mask(m.view(), BLOCK_COLS)).collect();
+        let starts = masks.iter().map(staircase_starts).collect();
         let in_deg = in_deg.to_vec();
         let stamp = Stamp::fresh();
-        Self { net, stamp, in_deg, hidden_deg, n_params, ord, sorted_deg, out_perm, masks, blocks }
+        Self {
+            net,
+            stamp,
+            in_deg,
+            hidden_deg,
+            n_params,
+            ord,
+            sorted_deg,
+            out_perm,
+            masks,
+            blocks,
+            starts,
+        }
     }
 
     /// The network (weights unmasked; `net().layers[i].w` is the parameter tensor).
@@ -188,12 +204,19 @@ impl<T: Real> Made<T> {
             *eff = self.net.clone();
         }
         eff.act = self.net.act;
-        for (i, ((e, l), m)) in
-            eff.layers_mut().iter_mut().zip(self.net.layers()).zip(&self.masks).enumerate()
-        {
+        let layers = eff.layers_mut().iter_mut().zip(self.net.layers()).zip(&self.masks);
+        for (i, ((e, l), m)) in layers.enumerate() {
             let (rows, cols) = self.perms(i);
+            let starts = self.starts[i].as_deref();
             for (r, (mut e, m)) in e.w.rows_mut().into_iter().zip(m.rows()).enumerate() {
                 let w = l.w.row(rows.map_or(r, |p| p[r]));
+                if let (Some(st), Some(e), Some(w)) = (starts, e.as_slice_mut(), w.as_slice()) {
+                    crate::nn::simd(
+                        #[inline(always)]
+                        || staircase_row(e, w, cols, st[r]),
+                    );
+                    continue;
+                }
                 match cols {
                     None => Zip::from(&mut e).and(&w).and(&m).for_each(|e, &w, &m| *e = w * m),
                     Some(p) => Zip::from(&mut e)
@@ -213,12 +236,19 @@ impl<T: Real> Made<T> {
     /// Adds the masked gradient of the masked network, `geff` (degree order), into `grad`'s
     /// network.
     pub(crate) fn add_masked_grad(&self, geff: &Mlp<T>, grad: &mut Made<T>) {
-        for (i, ((g, e), m)) in
-            grad.net_mut().layers_mut().iter_mut().zip(geff.layers()).zip(&self.masks).enumerate()
-        {
+        let layers = grad.net_mut().layers_mut().iter_mut().zip(geff.layers()).zip(&self.masks);
+        for (i, ((g, e), m)) in layers.enumerate() {
             let (rows, cols) = self.perms(i);
+            let starts = self.starts[i].as_deref();
             for (r, (e, m)) in e.w.rows().into_iter().zip(m.rows()).enumerate() {
                 let mut g = g.w.row_mut(rows.map_or(r, |p| p[r]));
+                if let (Some(st), Some(g), Some(e)) = (starts, g.as_slice_mut(), e.as_slice()) {
+                    crate::nn::simd(
+                        #[inline(always)]
+                        || staircase_add(g, e, cols, st[r]),
+                    );
+                    continue;
+                }
                 match cols {
                     None => Zip::from(&mut g).and(&e).and(&m).for_each(|g, &e, &m| *g += e * m),
                     Some(p) => {
@@ -231,6 +261,47 @@ impl<T: Real> Made<T> {
                 Some(p) => p.iter().zip(&e.b).for_each(|(&c, &e)| g.b[c] += e),
             }
         }
+    }
+}
+
+#[cfg(test)]
+impl<T: Real> Made<T> {
+    /// Whether every layer's mask is a staircase (the masked network's fast path).
+    pub(crate) fn all_staircase(&self) -> bool {
+        self.starts.iter().all(Option::is_some)
+    }
+}
+
+/// Per row of `mask`, the first column it lets through, if every row is zeros then ones.
+fn staircase_starts<T: Real>(mask: &Array2<T>) -> Option<Vec<usize>> {
+    let zero = T::zero();
+    mask.rows()
+        .into_iter()
+        .map(|row| {
+            let s = row.iter().position(|&v| v != zero).unwrap_or(row.len());
+            row.iter().enumerate().all(|(c, &v)| (v != zero) == (c >= s)).then_some(s)
+        })
+        .collect()
+}
+
+/// A row of the masked network from a staircase mask starting at column `s`: zeros, then
+/// the weights (`w[cols[c]]` for column `c` where the last layer's columns are permuted).
+/// Reads no mask, and a masked-out infinite weight gives 0, not `inf * 0`.
+#[inline(always)]
+fn staircase_row<T: Real>(e: &mut [T], w: &[T], cols: Option<&[usize]>, s: usize) {
+    e[..s].fill(T::zero());
+    match cols {
+        None => e[s..].copy_from_slice(&w[s..]),
+        Some(p) => e[s..].iter_mut().zip(&p[s..]).for_each(|(e, &c)| *e = w[c]),
+    }
+}
+
+/// `g += e` over a staircase row's columns from `s` on (through `cols` where permuted).
+#[inline(always)]
+fn staircase_add<T: Real>(g: &mut [T], e: &[T], cols: Option<&[usize]>, s: usize) {
+    match cols {
+        None => g[s..].iter_mut().zip(&e[s..]).for_each(|(g, &e)| *g = *g + e),
+        Some(p) => p[s..].iter().zip(&e[s..]).for_each(|(&c, &e)| g[c] = g[c] + e),
     }
 }
 

@@ -284,13 +284,21 @@ fn masked_weights_get_exactly_zero_gradient_and_no_influence() {
     let m = made(order, &HIDDEN, 2, Activation::Relu, 90);
     let x = uniform(&mut rng(91), 6, 7, 2.0);
     let (g0, dld) = (uniform(&mut rng(92), 6, 7, 1.0), Array1::from_elem(6, 0.7));
-    // Garbage in every masked entry changes nothing.
+    // Garbage in every masked entry, infinities included, changes nothing (the masked
+    // network of a staircase mask copies only the entries it lets through).
+    assert!(m.all_staircase());
     let mut noisy = m.clone();
     for i in 0..noisy.net().layers().len() {
         let mask = mask_of(&m, i);
-        Zip::from(&mut noisy.net_mut().layers_mut()[i].w)
-            .and(&mask)
-            .for_each(|w, &k| *w = if k { *w } else { 1e3 });
+        Zip::from(&mut noisy.net_mut().layers_mut()[i].w).and(&mask).for_each(|w, &k| {
+            *w = if k {
+                *w
+            } else if *w > 0.0 {
+                f64::INFINITY
+            } else {
+                1e3
+            }
+        });
     }
     for norm in [Norm::Apply, Norm::Solve] {
         let mut outs = Vec::new();
