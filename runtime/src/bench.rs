@@ -164,13 +164,11 @@ fn train_step<F: Flow>(flow: &mut F, data: ArrayView2<f64>, s: &Settings) -> Fig
     let batches: Vec<Array2<F::Real>> =
         rows.axis_chunks_iter(Axis(0), s.batch).map(|b| b.to_owned()).collect();
     let mut adam = Adam::new(flow.num_params(), 1e-3);
-    let mut params = flow.params();
     let mut at = 0;
     let mut step = || {
         let (_, grad) = flow.nll_and_grad(batches[at % batches.len()].view());
         at += 1;
-        adam.step(&mut params, &grad);
-        flow.set_params(&params);
+        adam.step_flow(flow, &grad);
     };
     for _ in 0..10 {
         step();

@@ -1,6 +1,7 @@
 //! The Adam optimizer, with PyTorch's semantics (bias-corrected moments, `eps` added to the
 //! square root of the corrected second moment), so learning rates carry over from PyTorch.
 
+use crate::flow::Flow;
 use crate::real::Real;
 
 /// Adam over a flat parameter vector. The moments are kept in f64 even for f32 flows, so their
@@ -38,9 +39,10 @@ fn adam_body<'a, T: Real>(
     }
 }
 
-/// Parameters from which an update is split across two threads (C2's MADEs have 576,640; an
-/// update reads and writes four arrays of that length).
-const PAR_MIN_PARAMS: usize = 1 << 16;
+/// Parameters from which an update (of a flat vector, or of one tensor in
+/// [`Adam::step_flow`]) is split across two threads: C2's MADEs have 576,640 in tensors of
+/// 16,384 to 65,536, and an update reads and writes four arrays of that length.
+const PAR_MIN_PARAMS: usize = 1 << 14;
 
 /// [`adam_body`] compiled for the CPU's widest vector instructions (runtime dispatch), so the
 /// square roots and divisions run several to an instruction in a default build.
@@ -49,6 +51,19 @@ fn adam_simd<T: Real>(p: &mut [T], g: &[T], m: &mut [f64], v: &mut [f64], k: [f6
         #[inline(always)]
         || adam_body(p, g, m.iter_mut().zip(v.iter_mut()), k),
     );
+}
+
+/// The update of one run of parameters, in two halves on two threads when it is long.
+fn update<T: Real>(params: &mut [T], grad: &[T], m: &mut [f64], v: &mut [f64], k: [f64; 5]) {
+    if params.len() >= PAR_MIN_PARAMS && crate::par::may_fork() {
+        // Elementwise: two halves on two threads give the same result.
+        let mid = params.len() / 2;
+        let ((p0, p1), (g0, g1)) = (params.split_at_mut(mid), grad.split_at(mid));
+        let ((m0, m1), (v0, v1)) = (m.split_at_mut(mid), v.split_at_mut(mid));
+        rayon::join(|| adam_simd(p0, g0, m0, v0, k), || adam_simd(p1, g1, m1, v1, k));
+    } else {
+        adam_simd(params, grad, m, v, k);
+    }
 }
 
 impl Adam {
@@ -70,26 +85,36 @@ impl Adam {
     /// Panics if the lengths differ from `n_params` (a programming error, not user input).
     pub fn step<T: Real>(&mut self, params: &mut [T], grad: &[T]) {
         assert_eq!(params.len(), self.m.len(), "Adam::step: wrong number of parameters");
-        assert_eq!(grad.len(), self.m.len(), "Adam::step: wrong gradient length");
+        let k = self.advance(grad.len());
+        update(params, grad, &mut self.m, &mut self.v, k);
+    }
+
+    /// [`Adam::step`] on a flow's parameters where they are, tensor by tensor in the canonical
+    /// order (`grad` is flat in that order, as [`Flow::nll_and_grad`] returns it): the same
+    /// update without copying the parameters out and back ([`Flow::set_params`]).
+    ///
+    /// Panics if the lengths differ from `n_params` (a programming error, not user input).
+    pub fn step_flow<F: Flow + ?Sized>(&mut self, flow: &mut F, grad: &[F::Real]) {
+        assert_eq!(flow.num_params(), self.m.len(), "Adam::step_flow: wrong number of parameters");
+        let k = self.advance(grad.len());
+        let mut at = 0;
+        flow.visit_params_mut(&mut |_, _, p| {
+            let r = at..at + p.len();
+            update(p, &grad[r.clone()], &mut self.m[r.clone()], &mut self.v[r], k);
+            at += p.len();
+        });
+    }
+
+    /// Counts a step and returns its constants for [`adam_body`].
+    fn advance(&mut self, grad_len: usize) -> [f64; 5] {
+        assert_eq!(grad_len, self.m.len(), "Adam::step: wrong gradient length");
         self.t += 1;
         // Exponent as i32 would overflow after 2^31 steps; powf has no such limit.
         let t = self.t as f64;
         let bias1 = 1.0 - self.beta1.powf(t);
         let bias2_sqrt = (1.0 - self.beta2.powf(t)).sqrt();
         let step_size = self.lr / bias1;
-        let (b1, b2) = (self.beta1, self.beta2);
-        let eps = self.eps;
-        let k = [b1, b2, bias2_sqrt, eps, step_size];
-        let (m, v) = (&mut self.m[..], &mut self.v[..]);
-        if params.len() >= PAR_MIN_PARAMS && crate::par::may_fork() {
-            // Elementwise: two halves on two threads give the same result.
-            let mid = params.len() / 2;
-            let ((p0, p1), (g0, g1)) = (params.split_at_mut(mid), grad.split_at(mid));
-            let ((m0, m1), (v0, v1)) = (m.split_at_mut(mid), v.split_at_mut(mid));
-            rayon::join(|| adam_simd(p0, g0, m0, v0, k), || adam_simd(p1, g1, m1, v1, k));
-        } else {
-            adam_simd(params, grad, m, v, k);
-        }
+        [self.beta1, self.beta2, bias2_sqrt, self.eps, step_size]
     }
 
     /// Forgets the moments and the step count.
@@ -175,6 +200,24 @@ mod tests {
         let split = run(false);
         assert_ne!(split.0, p0);
         assert_eq!(split, run(true));
+    }
+
+    /// In place on a flow's tensors, the same update as on its flat parameter vector.
+    #[test]
+    fn step_flow_equals_the_flat_step() {
+        // Two tensors, each long enough to be split over two threads.
+        let mut flow = crate::train::tests::DiagGauss::<f64>::new(PAR_MIN_PARAMS + 5);
+        flow.mu.iter_mut().enumerate().for_each(|(i, m)| *m = ((i * 7) % 13) as f64 - 6.0);
+        let (mut flat, p0) = (flow.params(), flow.params());
+        let g: Vec<f64> = (0..flat.len()).map(|i| ((i * 5) % 11) as f64 * 0.1 - 0.5).collect();
+        let (mut a, mut b) = (Adam::new(flat.len(), 0.01), Adam::new(flat.len(), 0.01));
+        for _ in 0..3 {
+            a.step(&mut flat, &g);
+            b.step_flow(&mut flow, &g);
+        }
+        assert_ne!(flat, p0);
+        assert_eq!(flow.params(), flat);
+        assert_eq!((a.m, a.v, a.t), (b.m, b.v, b.t));
     }
 
     #[test]

@@ -137,15 +137,13 @@ fn run<F: Flow>(
     let start = Instant::now();
     let mut rng = crate::rng_from_seed(cfg.seed);
     let mut adam = Adam::new(flow.num_params(), cfg.lr);
-    let mut params = flow.params();
     let (mut history, mut window) = (Vec::new(), Vec::with_capacity(cfg.log_every));
     for step in 1..=cfg.steps {
         let z = flow.sample_base(cfg.batch, &mut rng);
         // Nothing is written to the flow before the loss and gradient are known to be finite.
         let (loss, grad) = loss_and_grad(&*flow, z.view(), target, step)?;
         adam.lr = learning_rate(cfg, step);
-        adam.step(&mut params, &grad);
-        flow.set_params(&params);
+        adam.step_flow(flow, &grad);
         progress(step, loss);
         window.push(loss);
         if step % cfg.log_every == 0 || step == cfg.steps {

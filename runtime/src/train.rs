@@ -236,8 +236,6 @@ impl Batches {
 /// The mutable state of a training run: optimizer, loss window, best parameters so far.
 struct Run<T> {
     adam: Adam,
-    /// The flow's parameters, kept here between steps to avoid copying them out each time.
-    params: Vec<T>,
     cfg: TrainConfig,
     window: VecDeque<f64>,
     best_params: Vec<T>,
@@ -253,7 +251,6 @@ impl<T: Real> Run<T> {
         let initial = mean_nll_rows(flow, val);
         Self {
             adam: Adam::new(flow.num_params(), cfg.lr),
-            params: flow.params(),
             cfg: cfg.clone(),
             window: VecDeque::with_capacity(cfg.eval_every),
             best_params: flow.params(),
@@ -279,8 +276,7 @@ impl<T: Real> Run<T> {
             return Err(TrainError::NonFiniteLoss { step, loss, best_step: self.best_step });
         }
         self.adam.lr = learning_rate(&self.cfg, step);
-        self.adam.step(&mut self.params, &grad);
-        flow.set_params(&self.params);
+        self.adam.step_flow(flow, &grad);
         Ok(self.record_loss(loss))
     }
 
