@@ -163,8 +163,9 @@ impl<T: PartialEq> PartialEq for Mlp<T> {
     }
 }
 
-/// A process-wide fresh id (never reused, so a cache keyed on an id can never be stale).
-fn next_id() -> u64 {
+/// A process-wide fresh id (never reused, so a cache keyed on an id can never be stale): the
+/// ids of networks and the stamps of MADEs.
+pub(crate) fn next_id() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }

@@ -255,13 +255,18 @@ mod tests {
         agree::<f32>(&[1, 64, 64, 2], 2, 1e-5);
     }
 
+    /// A random 1 -> 16 -> 8 -> 2 ReLU network and 100 input rows (enough for the pieces).
+    fn net_and_rows(seed: u64) -> (Mlp<f64>, ndarray::Array2<f64>) {
+        let mut net = Mlp::<f64>::zeros(&[1, 16, 8, 2], Activation::Relu);
+        randomize(&mut net, &mut rng(seed), 1.0);
+        (net, uniform(&mut rng(seed + 1), 100, 1, 3.0))
+    }
+
     /// A scratch's cached pieces are rebuilt when any weight of the first two layers changes
     /// (a training step between two forward passes).
     #[test]
     fn cached_pieces_follow_weight_changes() {
-        let mut net = Mlp::<f64>::zeros(&[1, 16, 8, 2], Activation::Relu);
-        randomize(&mut net, &mut rng(95), 1.0);
-        let x = uniform(&mut rng(96), 100, 1, 3.0);
+        let (mut net, x) = net_and_rows(95);
         let mut s = MlpScratch::default();
         let mut fresh = MlpScratch::default();
         for change in 0..4 {
@@ -281,9 +286,7 @@ mod tests {
     /// Cached pieces are not used once the (public) activation field has changed.
     #[test]
     fn cached_pieces_follow_the_activation() {
-        let mut net = Mlp::<f64>::zeros(&[1, 16, 8, 2], Activation::Relu);
-        randomize(&mut net, &mut rng(97), 1.0);
-        let x = uniform(&mut rng(98), 100, 1, 3.0);
+        let (mut net, x) = net_and_rows(97);
         let mut s = MlpScratch::default();
         net.forward(x.view(), &mut s);
         assert!(s.pieces.is_some());

@@ -26,8 +26,7 @@ struct Stamp(u64);
 
 impl Stamp {
     fn fresh() -> Self {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        Stamp(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+        Stamp(crate::nn::next_id())
     }
 }
 
