@@ -13,6 +13,7 @@ mod backward;
 pub(crate) mod blocked;
 mod pieces;
 mod row;
+pub(crate) use backward::{shaped_like, zeroed_like};
 pub use blocked::{blocks_of_mask, Block};
 use pieces::Pieces;
 pub use row::RowScratch;

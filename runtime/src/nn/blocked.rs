@@ -105,19 +105,21 @@ pub(crate) fn product_t<T: Real>(
     }
 }
 
-/// `gw += input^T delta` on the blocks only; `gw` holds the weight's columns from `first`.
+/// `gw += input^T delta` (`=` unless `acc`) on the blocks only; `gw` holds the weight's
+/// columns from `first`.
 pub(crate) fn weight_product<T: Real>(
     input: ArrayView2<T>,
     delta: ArrayView2<T>,
     mut gw: ArrayViewMut2<T>,
     blocks: &[Block],
     first: usize,
+    acc: bool,
 ) {
     for b in blocks {
         let x = input.slice(s![.., ..b.k]);
         let d = delta.slice(s![.., b.cols.clone()]);
         let g = gw.slice_mut(s![..b.k, b.cols.start - first..b.cols.end - first]);
-        gemm::gemm(x.t(), d, g, true);
+        gemm::gemm(x.t(), d, g, acc);
     }
 }
 
@@ -187,9 +189,17 @@ mod tests {
             let want = &acc + &d.dot(&w.t());
             product_t(d.view(), w.view(), acc.view_mut(), true, &blocks);
             assert_eq!(acc, want, "pass down, accumulated {rows}x{cols}");
-            let mut gw = Array2::zeros((rows, cols));
-            weight_product(a.view(), d.view(), gw.view_mut(), &blocks, 0);
-            assert_eq!(gw * &mask, a.t().dot(&d) * &mask, "weight grad {rows}x{cols}");
+            let mut gw = input(rows, cols, 6);
+            let want = &gw + &a.t().dot(&d);
+            weight_product(a.view(), d.view(), gw.view_mut(), &blocks, 0, true);
+            assert_eq!(gw * &mask, want * &mask, "weight grad, accumulated {rows}x{cols}");
+            // Written over garbage: every entry the mask lets through is the product's.
+            let mut gw = Array2::from_elem((rows, cols), f64::NAN);
+            weight_product(a.view(), d.view(), gw.view_mut(), &blocks, 0, false);
+            let want = a.t().dot(&d);
+            for ((r, c), _) in mask.indexed_iter().filter(|(_, &m)| m == 1.0) {
+                assert_eq!(gw[[r, c]], want[[r, c]], "weight grad, written {rows}x{cols}");
+            }
         }
     }
 }

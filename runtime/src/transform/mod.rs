@@ -73,6 +73,23 @@ pub trait Transformer<T: Real>: Clone + Send + Sync {
         false
     }
 
+    /// [`Transformer::vjp`] over the elements of `row` (see [`VjpRow`]). False, with nothing
+    /// written, if there is no closed form (`vjp` answers the same for every input). `buf` is
+    /// scratch; an override computes the same values in vectorised passes.
+    fn vjp_many(&self, inverse: bool, row: VjpRow<'_, T>, buf: &mut Vec<T>) -> bool {
+        let np = self.n_params();
+        buf.clear();
+        buf.resize(1 + np, T::zero());
+        for (k, (&x, w)) in row.xs.iter().zip(row.w).enumerate() {
+            if !self.vjp(inverse, x, &row.p[k * np..(k + 1) * np], *w, row.wl, buf) {
+                return false;
+            }
+            *w = buf[0];
+            row.dp[k * np..(k + 1) * np].copy_from_slice(&buf[1..]);
+        }
+        true
+    }
+
     /// [`Transformer::apply_value`] (or [`Transformer::invert_value`] if `inverse`) down a
     /// column: row `r` maps `xs[r]` with the raw parameters `p[r * stride..][..n_params()]`
     /// (`stride` 0: the same parameters for every row) and adds its `ln|t'|` to `ld[r]`. The
@@ -98,6 +115,18 @@ pub trait Transformer<T: Real>: Clone + Send + Sync {
         }
         sum
     }
+}
+
+/// The elements of one [`Transformer::vjp_many`] call, with one log-det weight `wl`: element
+/// `k` has the input `xs[k]`, the raw parameters `p[k P..(k + 1) P]` and the weight
+/// `wy = w[k]`; on return `w[k]` holds the derivative with respect to `xs[k]` and
+/// `dp[k P..(k + 1) P]` those with respect to its parameters.
+pub struct VjpRow<'a, T> {
+    pub xs: &'a [T],
+    pub p: &'a [T],
+    pub w: &'a mut [T],
+    pub wl: T,
+    pub dp: &'a mut [T],
 }
 
 /// [`Transformer::eval_rows`] one element at a time.

@@ -159,6 +159,12 @@ impl<T: Real> Made<T> {
         dst.as_ref().expect("built above")
     }
 
+    /// Whether every layer's mask is a staircase (the masked network's fast path): then
+    /// [`Made::add_masked_grad`] reads only the entries the mask lets through.
+    pub(crate) fn all_staircase(&self) -> bool {
+        self.starts.iter().all(Option::is_some)
+    }
+
     /// This parameter state's stamp (see [`Made::masked_cached`]).
     pub(crate) fn stamp(&self) -> u64 {
         self.stamp.0
@@ -188,9 +194,12 @@ impl<T: Real> Made<T> {
 
     /// How rows (the first layer's) and columns (the last layer's) of layer `i` of the masked
     /// network map to those of `net`; `None`: the identity.
-    fn perms(&self, i: usize) -> (Option<&[usize]>, Option<&[usize]>) {
+    fn perms<'a>(&'a self, i: usize) -> (Option<&'a [usize]>, Option<&'a [usize]>) {
         let last = self.net.layers().len() - 1;
-        (Some(&self.ord[..]).filter(|_| i == 0), Some(&self.out_perm[..]).filter(|_| i == last))
+        // Natural order permutes nothing: the plain (vectorised) copy, not a gather.
+        let id = self.ord.iter().enumerate().all(|(k, &o)| k == o);
+        let perm = |p: &'a [usize], here: bool| Some(p).filter(|_| here && !id);
+        (perm(&self.ord, i == 0), perm(&self.out_perm, i == last))
     }
 
     /// Writes the masked network, in degree order, into `dst`, reusing its buffers when the
@@ -263,14 +272,6 @@ impl<T: Real> Made<T> {
     }
 }
 
-#[cfg(test)]
-impl<T: Real> Made<T> {
-    /// Whether every layer's mask is a staircase (the masked network's fast path).
-    pub(crate) fn all_staircase(&self) -> bool {
-        self.starts.iter().all(Option::is_some)
-    }
-}
-
 /// Per row of `mask`, the first column it lets through, if every row is zeros then ones.
 fn staircase_starts<T: Real>(mask: &Array2<T>) -> Option<Vec<usize>> {
     let zero = T::zero();
@@ -299,7 +300,7 @@ fn staircase_row<T: Real>(e: &mut [T], w: &[T], cols: Option<&[usize]>, s: usize
 #[inline(always)]
 fn staircase_add<T: Real>(g: &mut [T], e: &[T], cols: Option<&[usize]>, s: usize) {
     match cols {
-        None => g[s..].iter_mut().zip(&e[s..]).for_each(|(g, &e)| *g = *g + e),
+        None => g[s..].iter_mut().zip(&e[s..]).for_each(|(g, &e)| *g += e),
         Some(p) => p[s..].iter().zip(&e[s..]).for_each(|(&c, &e)| g[c] = g[c] + e),
     }
 }

@@ -16,7 +16,7 @@ pub use made::{made_degrees, Made};
 use super::Tape;
 use crate::nn::{resize, Mlp, MlpScratch};
 use crate::real::Real;
-use crate::transform::{by_width, Dir, Transformer, Vjp};
+use crate::transform::{by_width, Dir, Transformer, Vjp, VjpRow};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Zip};
 
 /// Buffers of the autoregressive kernels, reused across calls: nothing is allocated once
@@ -60,19 +60,6 @@ fn gather<T: Real>(x: ArrayView2<T>, cols: &[usize], dst: &mut Array2<T>) {
             *d = s[c];
         }
     });
-}
-
-/// Makes `dst` a zero network shaped like `like`, reusing its buffers when the shapes match.
-fn zeroed<'a, T: Real>(dst: &'a mut Option<Mlp<T>>, like: &Mlp<T>) -> &'a mut Mlp<T> {
-    use crate::params::Params;
-    let g = dst.get_or_insert_with(|| like.clone());
-    if g.layers().len() != like.layers().len()
-        || g.layers().iter().zip(like.layers()).any(|(a, b)| a.w.dim() != b.w.dim())
-    {
-        *g = like.clone();
-    }
-    g.zero();
-    g
 }
 
 /// Runs the masked network on `x[:, cols]` (`cols` in degree order): its output is
@@ -307,11 +294,16 @@ fn plan_cached<T: Real>(made: &Made<T>, s: &mut ArScratch<T>) {
 /// Backpropagates `s.dout` through the masked network at `s.xin`, accumulating the masked
 /// parameter gradients into `grad` and, if `dx`, adding the input gradient into `s.dxin`.
 fn made_backward<T: Real>(made: &Made<T>, grad: &mut Made<T>, dx: bool, s: &mut ArScratch<T>) {
-    let geff = zeroed(&mut s.geff, made.net());
+    // The products write the gradient inside the blocks; with staircase masks nothing else is
+    // read (`add_masked_grad`), so the rest may stay stale instead of being zeroed first.
+    let geff = match made.all_staircase() {
+        true => crate::nn::shaped_like(&mut s.geff, made.net()),
+        false => crate::nn::zeroed_like(&mut s.geff, made.net()),
+    };
     if let Some(eff) = &s.eff {
         let dxin = if dx { Some(s.dxin.view_mut()) } else { None };
         let sp = Some(made.blocks());
-        eff.backward_sparse(s.xin.view(), &mut s.net, s.dout.view(), geff, dxin, sp);
+        eff.backward_sparse(s.xin.view(), &mut s.net, s.dout.view(), geff, dxin, sp, false);
     }
     made.add_masked_grad(geff, grad);
 }
@@ -355,10 +347,18 @@ fn theta_grads_n<T: Real, Tr: Transformer<T>, const N: usize>(
         return;
     }
     let np = tr.n_params();
-    let mut vjp = Vjp::<T, N>::new(np);
+    let (mut vjp, mut buf) = (Vjp::<T, N>::new(np), Vec::new());
+    let inverse = matches!(dir, Dir::Invert);
     Zip::from(w.rows_mut()).and(v.rows()).and(theta.rows()).and(dout.rows_mut()).and(dld).for_each(
         |mut wr, vr, o, mut dr, &dl| {
             let o = row_of(o);
+            if let (Some(w), Some(x), Some(d)) =
+                (wr.as_slice_mut(), vr.as_slice(), dr.as_slice_mut())
+            {
+                if tr.vjp_many(inverse, VjpRow { xs: x, p: o, w, wl: dl, dp: d }, &mut buf) {
+                    return;
+                }
+            }
             for k in 0..wr.len() {
                 let out = vjp.run(tr, dir, vr[k], &o[k * np..(k + 1) * np], wr[k], dl);
                 wr[k] = out[0];
