@@ -58,8 +58,8 @@ pub fn gen_inherent(cx: &Ctx) -> TokenStream {
 }
 
 /// One scratch buffer per coupling layer (so no layer reallocates another's buffers), the
-/// backward pass's tapes and stored inputs, its gradient accumulator, and the per-sample
-/// path's row buffers. One per thread and flow type,
+/// backward pass's tapes and stored inputs, its gradient accumulator, the two halves'
+/// gradients of a split training step, and the per-sample path's row buffers. One per thread and flow type,
 /// reused across calls: once warm, a call of the same batch size allocates nothing per layer.
 fn gen_scratch(cx: &Ctx) -> TokenStream {
     let t = &cx.t;
@@ -78,6 +78,7 @@ fn gen_scratch(cx: &Ctx) -> TokenStream {
             __inputs: __rt::ndarray::Array3<#t>,
             __row: __rt::nn::RowScratch<#t>,
             __grad: ::core::option::Option<#name>,
+            __halves: [::core::option::Option<#name>; 2],
         }
         #tapes
         ::std::thread_local! {

@@ -38,14 +38,21 @@ pub fn gen_backward(cx: &Ctx) -> TokenStream {
         /// The mean negative log-likelihood of the rows of `x` and its gradient, flat, in the
         /// canonical parameter order (that of the safetensors file).
         /// A batch of 128 rows or more runs in two halves on two threads
-        /// (`flowspec_runtime::par::split_step`).
+        /// (`flowspec_runtime::par::split_step_in`), each leaving its gradient in one of the
+        /// two this thread's scratch keeps, and the flat gradient is their sum.
         pub fn nll_and_grad(&self, x: __rt::ndarray::ArrayView2<#t>) -> (#t, ::std::vec::Vec<#t>) {
-            __rt::par::split_step(x, |x, __inv_n| {
+            let mut __halves = __with_scratch(|__s| ::core::mem::take(&mut __s.__halves));
+            let __step = __rt::par::split_step_in(x, &mut __halves, |x, __inv_n, __slot| {
                 __with_scratch(|__s| {
+                    // The half's gradient accumulator is the slot's, for this call.
+                    ::core::mem::swap(&mut __s.__grad, __slot);
                     let (__loss, _, _) = self.__backward(x, __inv_n, __s);
-                    (__loss, Self::__flat_grad(__s))
+                    ::core::mem::swap(&mut __s.__grad, __slot);
+                    __loss
                 })
-            })
+            }, |__g, __f| __g.visit_params(&mut |_, _, __d| __f(__d)));
+            __with_scratch(|__s| __s.__halves = __halves);
+            __step
         }
         /// The same, with the gradient as a struct of this type (one field per layer).
         pub fn nll_and_grad_struct(&self, x: __rt::ndarray::ArrayView2<#t>) -> (#t, Self) {
