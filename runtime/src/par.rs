@@ -146,6 +146,12 @@ fn flat_sum<T: Real, G: Sync>(
     gs: &[&G],
     visit: &(impl Fn(&G, &mut dyn FnMut(&[T])) + Sync),
 ) -> Vec<T> {
+    if let [g] = gs {
+        // One visit, as before the halves were summed here: every visit names each tensor.
+        let mut out = Vec::new();
+        visit(g, &mut |d| out.extend_from_slice(d));
+        return out;
+    }
     let mut len = 0;
     visit(gs[0], &mut |d| len += d.len());
     let mut out = Vec::with_capacity(len);
@@ -338,7 +344,8 @@ mod tests {
             let n = if calls.fetch_add(1, Ordering::Relaxed) == 0 { 10 } else { 4 };
             f(&g[..n])
         };
-        flat_sum(&[&vec![1.0; 10]], &visit);
+        let g = vec![1.0; 10];
+        flat_sum(&[&g, &g], &visit);
     }
 
     /// A step whose loss is `inv_n * sum(x)` and gradient `[inv_n * n_rows, loss]`, recording
