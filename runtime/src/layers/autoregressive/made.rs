@@ -36,6 +36,14 @@ impl PartialEq for Stamp {
     }
 }
 
+/// What a scratch's masked network was last built for: the stamps of the parameter values
+/// and of the masks (see [`Made::masked_cached`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Built {
+    params: Option<u64>,
+    masks: Option<u64>,
+}
+
 /// Output columns per block of a masked product: narrower blocks skip more of the masked
 /// triangle, wider ones make fewer, more efficient products.
 const BLOCK_COLS: usize = 32;
@@ -48,6 +56,9 @@ pub struct Made<T> {
     /// Identifies these parameter values: renewed by every mutable access, kept by clones
     /// (which hold the same values), so a scratch may keep the masked network built from them.
     stamp: Stamp,
+    /// Identifies the masks (fixed at construction, kept by clones): a masked network built
+    /// for them holds their zeros, which a rebuild for new values need not write again.
+    masks_id: Stamp,
     /// The degree of input `k`: a permutation of `1..=D`.
     pub in_deg: Vec<usize>,
     /// The degrees of each hidden layer's units, nondecreasing, in `1..=D-1` (0 when D = 1).
@@ -117,10 +128,11 @@ impl<T: Real> Made<T> {
         let blocks = masks.iter().map(|m| blocks_of_mask(m.view(), BLOCK_COLS)).collect();
         let starts = masks.iter().map(staircase_starts).collect();
         let in_deg = in_deg.to_vec();
-        let stamp = Stamp::fresh();
+        let (stamp, masks_id) = (Stamp::fresh(), Stamp::fresh());
         Self {
             net,
             stamp,
+            masks_id,
             in_deg,
             hidden_deg,
             n_params,
@@ -144,17 +156,20 @@ impl<T: Real> Made<T> {
         &mut self.net
     }
 
-    /// The masked network in `dst`, rebuilt only if `built` (the stamp it was last built
-    /// for) is not this MADE's: within one `sample` or `log_prob` call, every row tile of a
-    /// layer reuses it (building it costs as much as a tile's products).
+    /// The masked network in `dst`, rebuilt only if `built` (what it was last built for) is
+    /// not this MADE's parameters: within one `sample` or `log_prob` call, every row tile of a
+    /// layer reuses it (building it costs as much as a tile's products). A rebuild for the
+    /// same masks (a training step's new values) writes only the entries the masks let
+    /// through.
     pub(crate) fn masked_cached<'a>(
         &self,
         dst: &'a mut Option<Mlp<T>>,
-        built: &mut Option<u64>,
+        built: &mut Built,
     ) -> &'a Mlp<T> {
-        if *built != Some(self.stamp.0) || dst.is_none() {
-            self.masked_into(dst);
-            *built = Some(self.stamp.0);
+        if built.params != Some(self.stamp.0) || dst.is_none() {
+            let zeros_kept = dst.is_some() && built.masks == Some(self.masks_id.0);
+            self.masked_into(dst, zeros_kept);
+            *built = Built { params: Some(self.stamp.0), masks: Some(self.masks_id.0) };
         }
         dst.as_ref().expect("built above")
     }
@@ -203,13 +218,16 @@ impl<T: Real> Made<T> {
     }
 
     /// Writes the masked network, in degree order, into `dst`, reusing its buffers when the
-    /// shapes match.
-    pub(crate) fn masked_into<'a>(&self, dst: &'a mut Option<Mlp<T>>) -> &'a Mlp<T> {
+    /// shapes match. With `zeros_kept` (`dst` was built for these masks), the entries the
+    /// masks remove are left as they are, zero.
+    pub(crate) fn masked_into<'a>(&self, dst: &'a mut Option<Mlp<T>>, zeros_kept: bool) -> &'a Mlp<T> {
         let eff = dst.get_or_insert_with(|| self.net.clone());
+        let mut zeros_kept = zeros_kept;
         if eff.layers().len() != self.net.layers().len()
             || eff.layers().iter().zip(self.net.layers()).any(|(a, b)| a.w.dim() != b.w.dim())
         {
             *eff = self.net.clone();
+            zeros_kept = false;
         }
         eff.act = self.net.act;
         let layers = eff.layers_mut().iter_mut().zip(self.net.layers()).zip(&self.masks);
@@ -221,7 +239,7 @@ impl<T: Real> Made<T> {
                 if let (Some(st), Some(e), Some(w)) = (starts, e.as_slice_mut(), w.as_slice()) {
                     crate::nn::simd(
                         #[inline(always)]
-                        || staircase_row(e, w, cols, st[r]),
+                        || staircase_row(e, w, cols, st[r], zeros_kept),
                     );
                     continue;
                 }
@@ -288,8 +306,10 @@ fn staircase_starts<T: Real>(mask: &Array2<T>) -> Option<Vec<usize>> {
 /// the weights (`w[cols[c]]` for column `c` where the last layer's columns are permuted).
 /// Reads no mask, and a masked-out infinite weight gives 0, not `inf * 0`.
 #[inline(always)]
-fn staircase_row<T: Real>(e: &mut [T], w: &[T], cols: Option<&[usize]>, s: usize) {
-    e[..s].fill(T::zero());
+fn staircase_row<T: Real>(e: &mut [T], w: &[T], cols: Option<&[usize]>, s: usize, zeros: bool) {
+    if !zeros {
+        e[..s].fill(T::zero());
+    }
     match cols {
         None => e[s..].copy_from_slice(&w[s..]),
         Some(p) => e[s..].iter_mut().zip(&p[s..]).for_each(|(e, &c)| *e = w[c]),

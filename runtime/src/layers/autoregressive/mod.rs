@@ -23,10 +23,10 @@ use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMu
 /// warm for a fixed batch size.
 #[derive(Clone, Debug, Default)]
 pub struct ArScratch<T> {
-    /// The masked network (weights times masks, degree order) and the stamp of the MADE
-    /// parameters it was built from (see `Made::masked_cached`).
+    /// The masked network (weights times masks, degree order) and what it was built from
+    /// (see `Made::masked_cached`).
     eff: Option<Mlp<T>>,
-    eff_stamp: Option<u64>,
+    eff_stamp: made::Built,
     /// The stamp `plan` was built for.
     plan_stamp: Option<u64>,
     /// The gradient with respect to `eff`'s parameters.

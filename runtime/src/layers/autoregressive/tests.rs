@@ -34,7 +34,7 @@ fn made_row(m: &Made<f64>, x: &[f64]) -> Vec<f64> {
     let (mut s, mut ord) = (crate::nn::MlpScratch::default(), Vec::new());
     m.sorted_cols(&(0..x.len()).collect::<Vec<_>>(), &mut ord);
     let xs = Array2::from_shape_fn((1, x.len()), |(_, q)| x[ord[q]]);
-    m.masked_into(&mut None).forward(xs.view(), &mut s);
+    m.masked_into(&mut None, false).forward(xs.view(), &mut s);
     let (out, np) = (s.acts.last().unwrap(), m.n_params);
     (0..out.ncols())
         .map(|c| out[[0, ord.iter().position(|&k| k == c / np).unwrap() * np + c % np]])
@@ -422,4 +422,24 @@ fn a_reused_scratch_sees_every_parameter_change() {
     assert_eq!(after, run(&m, &mut ArScratch::default()), "after a Params change");
     m.net_mut().layers_mut()[0].b.fill(0.25);
     assert_eq!(run(&m, &mut s), run(&m, &mut ArScratch::default()), "after net_mut");
+}
+
+/// A scratch's masked network, rebuilt for new values (its masked entries left as they were)
+/// or for another MADE of the same shapes and other masks, equals one built from nothing.
+#[test]
+fn rebuilt_masked_networks_equal_fresh_ones() {
+    let [natural, reversed, _] = orders();
+    let mut a = made(&natural, &HIDDEN, 2, Activation::Relu, 95);
+    let b = made(&reversed, &HIDDEN, 2, Activation::Relu, 96);
+    let (mut dst, mut built) = (None, made::Built::default());
+    for step in 0..3 {
+        for m in [&a, &b, &b, &a, &a] {
+            let got = m.masked_cached(&mut dst, &mut built).clone();
+            assert_eq!(got, m.masked_into(&mut None, false).clone(), "step {step}");
+        }
+        // New values everywhere, masked entries too: they must not reach the masked network.
+        for l in a.net_mut().layers_mut() {
+            l.w.mapv_inplace(|w| w * 1.5 + 0.25);
+        }
+    }
 }
