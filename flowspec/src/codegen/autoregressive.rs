@@ -14,7 +14,7 @@
 //! An IAF layer is the same pair of kernels with the directions swapped.
 
 use super::{const_cols, lit, usize_array};
-use crate::ir::{ArKind, Made, Transformer};
+use crate::ir::{ArKind, LayerKind, Made, Transformer};
 use proc_macro2::{Ident, TokenStream};
 use quote::{format_ident, quote};
 
@@ -73,10 +73,18 @@ pub fn step(ar: ArKind, i: usize, dir: &str, scratch: &TokenStream) -> TokenStre
     quote!(__rt::layers::#func(&#tr, &self.#f, &#c, __h.view_mut(), __ld.view_mut(), #scratch);)
 }
 
-/// The backward step of direction `dir`; `common` is `(input, g, dld, grad)`.
+/// The backward step of direction `dir`; `common` is `(input, g, dld, grad)`. It writes the
+/// gradient field (see [`writes_grad`]).
 pub fn backward(ar: ArKind, i: usize, dir: &str, common: TokenStream) -> TokenStream {
     let (c, _, _) = idents(i);
     let (f, tr) = (super::field(i), super::library::tr_ident(i));
     let func = format_ident!("{}_backward", kernel(ar, dir));
-    quote!(__rt::layers::#func(&#tr, &self.#f, &#c, #common, &mut __s.__tapes.#f);)
+    let out = quote!(__rt::layers::GradOut::Write);
+    quote!(__rt::layers::#func(&#tr, &self.#f, &#c, #common, &mut __s.__tapes.#f, #out);)
+}
+
+/// Whether the backward step of a layer of this kind writes its gradient field (every
+/// entry) instead of adding to it, so the backward pass need not zero the field first.
+pub fn writes_grad(kind: &LayerKind) -> bool {
+    matches!(kind, LayerKind::Autoregressive { .. })
 }

@@ -32,6 +32,7 @@ pub fn gen_tapes(cx: &Ctx) -> TokenStream {
 pub fn gen_backward(cx: &Ctx) -> TokenStream {
     let t = &cx.t;
     let n_run = lit(param_layers(cx.flow).count());
+    let zero_added = gen_zero_added(cx);
     let normalizing = gen_normalizing(cx);
     let generative = gen_generative(cx);
     quote! {
@@ -86,10 +87,16 @@ pub fn gen_backward(cx: &Ctx) -> TokenStream {
             }
             __flat
         }
-        /// A zeroed gradient accumulator and an `__inputs` buffer for `n` rows.
+        /// A gradient accumulator for `n` rows and an `__inputs` buffer. Zeroed are the
+        /// fields whose layers' backward steps add to them; the others' steps write theirs
+        /// (autoregressive layers), so all of it only for no rows (where no step runs).
         fn __start_backward(__s: &mut __Scratch, __n: usize) -> (Self, __rt::ndarray::Array3<#t>) {
             let mut __grad = __s.__grad.take().unwrap_or_else(Self::__zeros);
-            __grad.visit_params_mut(&mut |_, _, __d| __d.fill(<#t as __rt::Real>::of(0.0)));
+            if __n == 0 {
+                __grad.visit_params_mut(&mut |_, _, __d| __d.fill(<#t as __rt::Real>::of(0.0)));
+            } else {
+                #zero_added
+            }
             let mut __inputs = ::core::mem::take(&mut __s.__inputs);
             if __inputs.shape() != [#n_run, __n, Self::DIM] {
                 __inputs = __rt::ndarray::Array3::<#t>::zeros((#n_run, __n, Self::DIM));
@@ -99,6 +106,16 @@ pub fn gen_backward(cx: &Ctx) -> TokenStream {
         #normalizing
         #generative
     }
+}
+
+/// Zeroes the gradient fields that backward steps add to: every layer's but the
+/// autoregressive ones (`GradOut::Write`, see `autoregressive::backward`), and the base's.
+fn gen_zero_added(cx: &Ctx) -> TokenStream {
+    let added = param_layers(cx.flow).filter(|(_, l)| !super::autoregressive::writes_grad(&l.kind));
+    let fields = added.map(|(i, _)| super::field(i));
+    let base = super::base::gen_base(cx).field.is_some().then(|| quote!(base));
+    let fields = fields.map(|f| quote!(#f)).chain(base);
+    quote!(#(__rt::Params::zero(&mut __grad.#fields);)*)
 }
 
 /// `__backward(x, __inv_n)`: loss `-__inv_n * sum(log p)`; leaves the parameter gradient in

@@ -107,10 +107,12 @@ impl<T: Real> Step<T> {
     ) {
         if let (Step::Ar { ar, tr, made, cols }, Step::Ar { made: gm, .. }) = (self, &mut *grad) {
             let (x, gv, dv, sa) = (x_in.view(), g.view_mut(), dld.view(), &mut t.ar);
+            // The interpreter zeroes its whole gradient before a pass; every step adds.
+            const ADD: layers::GradOut = layers::GradOut::Add;
             return if parallel(*ar, dir) {
-                with_tr!(tr, |t| layers::ar_apply_backward(&t, made, cols, x, gv, dv, gm, sa))
+                with_tr!(tr, |t| layers::ar_apply_backward(&t, made, cols, x, gv, dv, gm, sa, ADD))
             } else {
-                with_tr!(tr, |t| layers::ar_solve_backward(&t, made, cols, x, gv, dv, gm, sa))
+                with_tr!(tr, |t| layers::ar_solve_backward(&t, made, cols, x, gv, dv, gm, sa, ADD))
             };
         }
         match dir {

@@ -13,7 +13,8 @@ mod tape;
 pub(crate) mod testutil;
 
 pub use autoregressive::{
-    ar_apply, ar_apply_backward, ar_solve, ar_solve_backward, made_degrees, ArScratch, Made,
+    ar_apply, ar_apply_backward, ar_solve, ar_solve_backward, made_degrees, ArScratch, GradOut,
+    Made,
 };
 pub use coupling::{
     additive_coupling_backward, additive_coupling_forward, additive_coupling_forward_backward,

@@ -14,10 +14,11 @@
 //! those inputs in the same order (hidden degrees are nondecreasing already). Then every
 //! mask is a staircase and each product skips the blocks it zeroes (`nn/blocked.rs`).
 
+use super::GradOut;
 use crate::nn::{blocks_of_mask, Activation, Block, Mlp};
 use crate::params::Params;
 use crate::real::Real;
-use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut2, Zip};
+use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Zip};
 
 /// A process-wide unique number, equal to every other stamp for `==` (so that two MADEs with
 /// the same parameters compare equal whatever their stamps).
@@ -175,7 +176,7 @@ impl<T: Real> Made<T> {
     }
 
     /// Whether every layer's mask is a staircase (the masked network's fast path): then
-    /// [`Made::add_masked_grad`] reads only the entries the mask lets through.
+    /// [`Made::put_masked_grad`] reads only the entries the mask lets through.
     pub(crate) fn all_staircase(&self) -> bool {
         self.starts.iter().all(Option::is_some)
     }
@@ -220,7 +221,11 @@ impl<T: Real> Made<T> {
     /// Writes the masked network, in degree order, into `dst`, reusing its buffers when the
     /// shapes match. With `zeros_kept` (`dst` was built for these masks), the entries the
     /// masks remove are left as they are, zero.
-    pub(crate) fn masked_into<'a>(&self, dst: &'a mut Option<Mlp<T>>, zeros_kept: bool) -> &'a Mlp<T> {
+    pub(crate) fn masked_into<'a>(
+        &self,
+        dst: &'a mut Option<Mlp<T>>,
+        zeros_kept: bool,
+    ) -> &'a Mlp<T> {
         let eff = dst.get_or_insert_with(|| self.net.clone());
         let mut zeros_kept = zeros_kept;
         if eff.layers().len() != self.net.layers().len()
@@ -260,8 +265,9 @@ impl<T: Real> Made<T> {
     }
 
     /// Adds the masked gradient of the masked network, `geff` (degree order), into `grad`'s
-    /// network.
-    pub(crate) fn add_masked_grad(&self, geff: &Mlp<T>, grad: &mut Made<T>) {
+    /// network, or with [`GradOut::Write`] writes it there (every entry: zeros where masked).
+    pub(crate) fn put_masked_grad(&self, geff: &Mlp<T>, grad: &mut Made<T>, out: GradOut) {
+        let add = out == GradOut::Add;
         let layers = grad.net_mut().layers_mut().iter_mut().zip(geff.layers()).zip(&self.masks);
         for (i, ((g, e), m)) in layers.enumerate() {
             let (rows, cols) = self.perms(i);
@@ -271,21 +277,14 @@ impl<T: Real> Made<T> {
                 if let (Some(st), Some(g), Some(e)) = (starts, g.as_slice_mut(), e.as_slice()) {
                     crate::nn::simd(
                         #[inline(always)]
-                        || staircase_add(g, e, cols, st[r]),
+                        || staircase_put(g, e, cols, st[r], add),
                     );
                     continue;
                 }
-                match cols {
-                    None => Zip::from(&mut g).and(&e).and(&m).for_each(|g, &e, &m| *g += e * m),
-                    Some(p) => {
-                        p.iter().zip(e).zip(m).for_each(|((&c, &e), &m)| g[c] += e * m);
-                    }
-                }
+                let gm = Zip::from(e).and(m).map_collect(|&e, &m| e * m);
+                put_row(g, gm.view(), cols, add);
             }
-            match cols {
-                None => g.b += &e.b,
-                Some(p) => p.iter().zip(&e.b).for_each(|(&c, &e)| g.b[c] += e),
-            }
+            put_row(g.b.view_mut(), e.b.view(), cols, add);
         }
     }
 }
@@ -316,12 +315,30 @@ fn staircase_row<T: Real>(e: &mut [T], w: &[T], cols: Option<&[usize]>, s: usize
     }
 }
 
-/// `g += e` over a staircase row's columns from `s` on (through `cols` where permuted).
+/// `g += e` (or `g = e`, zeros where masked, unless `add`) over a staircase row's columns
+/// from `s` on (through `cols` where permuted).
 #[inline(always)]
-fn staircase_add<T: Real>(g: &mut [T], e: &[T], cols: Option<&[usize]>, s: usize) {
+fn staircase_put<T: Real>(g: &mut [T], e: &[T], cols: Option<&[usize]>, s: usize, add: bool) {
+    match (cols, add) {
+        (None, true) => g[s..].iter_mut().zip(&e[s..]).for_each(|(g, &e)| *g += e),
+        (None, false) => {
+            g[..s].fill(T::zero());
+            g[s..].copy_from_slice(&e[s..]);
+        }
+        (Some(p), true) => p[s..].iter().zip(&e[s..]).for_each(|(&c, &e)| g[c] += e),
+        (Some(p), false) => {
+            p[..s].iter().for_each(|&c| g[c] = T::zero());
+            p[s..].iter().zip(&e[s..]).for_each(|(&c, &e)| g[c] = e);
+        }
+    }
+}
+
+/// `g[cols[c]] += e[c]` (or `=` unless `add`) for every `c`; `cols` `None`: the identity.
+fn put_row<T: Real>(mut g: ArrayViewMut1<T>, e: ArrayView1<T>, cols: Option<&[usize]>, add: bool) {
+    let put = |g: &mut T, e: T| if add { *g += e } else { *g = e };
     match cols {
-        None => g[s..].iter_mut().zip(&e[s..]).for_each(|(g, &e)| *g += e),
-        Some(p) => p[s..].iter().zip(&e[s..]).for_each(|(&c, &e)| g[c] = g[c] + e),
+        None => Zip::from(&mut g).and(&e).for_each(|g, &e| put(g, e)),
+        Some(p) => p.iter().zip(e).for_each(|(&c, &e)| put(&mut g[c], e)),
     }
 }
 

@@ -56,12 +56,14 @@ struct Flow<Tr> {
     norm: Norm,
     s: ArScratch<f64>,
     tape: Tape<ArScratch<f64>>,
+    /// How the backward steps leave the gradient (the layer checks accumulate).
+    out: GradOut,
 }
 
 impl<Tr: Transformer<f64>> Flow<Tr> {
     fn new(tr: Tr, made: Made<f64>, cols: &[usize], norm: Norm) -> Self {
         let (s, tape) = Default::default();
-        Self { tr, made, cols: cols.to_vec(), norm, s, tape }
+        Self { tr, made, cols: cols.to_vec(), norm, s, tape, out: GradOut::Add }
     }
 
     /// The forward step of a backward pass at `x` (`ar_apply` if `apply`, else `ar_solve`),
@@ -114,8 +116,8 @@ impl<Tr: Transformer<f64>> Layer for Flow<Tr> {
         self.record(x_in, apply);
         let (tr, m, c, s) = (&self.tr, &self.made, &self.cols[..], &mut self.tape);
         match self.norm {
-            Norm::Apply => ar_apply_backward(tr, m, c, x_in, g, dld, grad, s),
-            Norm::Solve => ar_solve_backward(tr, m, c, x_in, g, dld, grad, s),
+            Norm::Apply => ar_apply_backward(tr, m, c, x_in, g, dld, grad, s, self.out),
+            Norm::Solve => ar_solve_backward(tr, m, c, x_in, g, dld, grad, s, self.out),
         }
     }
     /// The generative direction is the other kernel, so its backward is the other backward.
@@ -130,8 +132,8 @@ impl<Tr: Transformer<f64>> Layer for Flow<Tr> {
         self.record(z_in, apply);
         let (tr, m, c, s) = (&self.tr, &self.made, &self.cols[..], &mut self.tape);
         match self.norm {
-            Norm::Apply => ar_solve_backward(tr, m, c, z_in, g, dld, grad, s),
-            Norm::Solve => ar_apply_backward(tr, m, c, z_in, g, dld, grad, s),
+            Norm::Apply => ar_solve_backward(tr, m, c, z_in, g, dld, grad, s, self.out),
+            Norm::Solve => ar_apply_backward(tr, m, c, z_in, g, dld, grad, s, self.out),
         }
     }
 }
@@ -440,6 +442,34 @@ fn rebuilt_masked_networks_equal_fresh_ones() {
         // New values everywhere, masked entries too: they must not reach the masked network.
         for l in a.net_mut().layers_mut() {
             l.w.mapv_inplace(|w| w * 1.5 + 0.25);
+        }
+    }
+}
+
+/// `GradOut::Write` over an accumulator full of garbage leaves what `GradOut::Add` leaves in a
+/// zero one, in both kernels and every order (the permuted first and last layers included).
+#[test]
+fn written_gradients_equal_gradients_added_to_zero() {
+    let tr = SoftAffine { bound: 3.0 };
+    let x = uniform(&mut rng(97), 6, 7, 2.0);
+    let (g0, dld) = (uniform(&mut rng(98), 6, 7, 1.0), Array1::from_elem(6, -0.4));
+    for (i, order) in orders().iter().enumerate() {
+        let m = made(order, &HIDDEN, 2, Activation::Relu, 99 + i as u64);
+        for norm in [Norm::Apply, Norm::Solve] {
+            let mut grads = Vec::new();
+            for out in [GradOut::Add, GradOut::Write] {
+                let mut f = Flow::new(tr, m.clone(), &COLS, norm);
+                f.out = out;
+                let mut grad = Made::zeros(&[5, 7, 6, 10], Activation::Relu, order, &hd(&m), 2);
+                if out == GradOut::Write {
+                    grad.visit_mut("", &mut |_, _, d| d.fill(f64::NAN));
+                }
+                let mut g = g0.clone();
+                f.backward(x.view(), g.view_mut(), dld.view(), &mut grad);
+                grads.push((g, flatten(&grad)));
+            }
+            assert!(grads[0].1.iter().any(|&v| v != 0.0));
+            assert_eq!(grads[0], grads[1], "order {i}");
         }
     }
 }
