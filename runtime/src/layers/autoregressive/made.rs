@@ -181,6 +181,25 @@ impl<T: Real> Made<T> {
         self.starts.iter().all(Option::is_some)
     }
 
+    /// Whether the inputs are in degree order (natural order): then the masked network's
+    /// layout is the network's own, with no permutation.
+    pub(crate) fn in_degree_order(&self) -> bool {
+        self.ord.iter().enumerate().all(|(k, &o)| k == o)
+    }
+
+    /// Zeroes the entries of `g` (shaped like the network) that the staircase masks remove.
+    pub(crate) fn zero_masked(&self, g: &mut Mlp<T>) {
+        for (l, st) in g.layers_mut().iter_mut().zip(&self.starts) {
+            let st = st.as_deref().expect("zero_masked: staircase masks");
+            for (mut row, &s) in l.w.rows_mut().into_iter().zip(st) {
+                match row.as_slice_mut() {
+                    Some(row) => row[..s].fill(T::zero()),
+                    None => row.slice_mut(ndarray::s![..s]).fill(T::zero()),
+                }
+            }
+        }
+    }
+
     /// This parameter state's stamp (see [`Made::masked_cached`]).
     pub(crate) fn stamp(&self) -> u64 {
         self.stamp.0
@@ -213,7 +232,7 @@ impl<T: Real> Made<T> {
     fn perms<'a>(&'a self, i: usize) -> (Option<&'a [usize]>, Option<&'a [usize]>) {
         let last = self.net.layers().len() - 1;
         // Natural order permutes nothing: the plain (vectorised) copy, not a gather.
-        let id = self.ord.iter().enumerate().all(|(k, &o)| k == o);
+        let id = self.in_degree_order();
         let perm = |p: &'a [usize], here: bool| Some(p).filter(|_| here && !id);
         (perm(&self.ord, i == 0), perm(&self.out_perm, i == last))
     }

@@ -315,17 +315,23 @@ fn made_backward<T: Real>(
     s: &mut ArScratch<T>,
     out: GradOut,
 ) {
+    let eff = s.eff.as_ref().expect("made_backward: the forward step built the masked network");
+    let sp = Some(made.blocks());
+    let dxin = if dx { Some(s.dxin.view_mut()) } else { None };
+    if out == GradOut::Write && made.all_staircase() && made.in_degree_order() {
+        // The masked network's layout is the MADE's: the products write the gradient itself,
+        // and only the masked-out entries are zeroed after (no copy from a buffer).
+        let g = grad.net_mut();
+        eff.backward_sparse(s.xin.view(), &mut s.net, s.dout.view(), g, dxin, sp, false);
+        return made.zero_masked(g);
+    }
     // The products write the gradient inside the blocks; with staircase masks nothing else is
     // read (`put_masked_grad`), so the rest may stay stale instead of being zeroed first.
     let geff = match made.all_staircase() {
         true => crate::nn::shaped_like(&mut s.geff, made.net()),
         false => crate::nn::zeroed_like(&mut s.geff, made.net()),
     };
-    if let Some(eff) = &s.eff {
-        let dxin = if dx { Some(s.dxin.view_mut()) } else { None };
-        let sp = Some(made.blocks());
-        eff.backward_sparse(s.xin.view(), &mut s.net, s.dout.view(), geff, dxin, sp, false);
-    }
+    eff.backward_sparse(s.xin.view(), &mut s.net, s.dout.view(), geff, dxin, sp, false);
     made.put_masked_grad(geff, grad, out);
 }
 
