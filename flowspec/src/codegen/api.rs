@@ -59,8 +59,9 @@ pub fn gen_inherent(cx: &Ctx) -> TokenStream {
 
 /// One scratch buffer per coupling layer (so no layer reallocates another's buffers), the
 /// backward pass's tapes and stored inputs, its gradient accumulator, the two halves'
-/// gradients of a split training step, and the per-sample path's row buffers. One per thread and flow type,
-/// reused across calls: once warm, a call of the same batch size allocates nothing per layer.
+/// gradients of a split training step, and the per-sample path's row buffers. One per thread
+/// and flow type, reused across calls: once warm, a call of the same batch size allocates
+/// nothing per layer.
 fn gen_scratch(cx: &Ctx) -> TokenStream {
     let t = &cx.t;
     let name = format_ident!("{}", cx.flow.name);

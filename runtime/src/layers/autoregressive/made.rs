@@ -321,7 +321,8 @@ fn staircase_starts<T: Real>(mask: &Array2<T>) -> Option<Vec<usize>> {
 }
 
 /// A row of the masked network from a staircase mask starting at column `s`: zeros, then
-/// the weights (`w[cols[c]]` for column `c` where the last layer's columns are permuted).
+/// the weights (`w[cols[c]]` for column `c` where the last layer's columns are permuted);
+/// with `zeros`, the leading entries are left as they are (zeros of an earlier build).
 /// Reads no mask, and a masked-out infinite weight gives 0, not `inf * 0`.
 #[inline(always)]
 fn staircase_row<T: Real>(e: &mut [T], w: &[T], cols: Option<&[usize]>, s: usize, zeros: bool) {
