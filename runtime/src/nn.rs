@@ -16,6 +16,7 @@ mod row;
 pub(crate) use backward::{shaped_like, zeroed_like};
 pub use blocked::{blocks_of_mask, Block};
 use pieces::Pieces;
+pub(crate) use row::madd;
 pub use row::RowScratch;
 
 /// Per layer, the column blocks its weight is nonzero on (see `blocked.rs`); `None`: dense.

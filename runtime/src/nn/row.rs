@@ -133,17 +133,38 @@ impl Activation {
     /// arm's loop vectorizes).
     #[inline(always)]
     pub(crate) fn apply_slice<T: Real>(self, y: &mut [T]) {
+        match self {
+            Activation::Relu => y.iter_mut().for_each(|v| *v = Activation::Relu.apply_value(*v)),
+            Activation::Tanh => y.iter_mut().for_each(|v| *v = Activation::Tanh.apply_value(*v)),
+            Activation::LeakyRelu(s) => {
+                y.iter_mut().for_each(|v| *v = Activation::LeakyRelu(s).apply_value(*v))
+            }
+            Activation::Elu(a) => {
+                y.iter_mut().for_each(|v| *v = Activation::Elu(a).apply_value(*v))
+            }
+        }
+    }
+
+    /// The activation of one value.
+    #[inline(always)]
+    pub(crate) fn apply_value<T: Real>(self, v: T) -> T {
         let zero = T::zero();
         match self {
-            Activation::Relu => y.iter_mut().for_each(|v| *v = (*v).max(zero)),
-            Activation::Tanh => y.iter_mut().for_each(|v| *v = (*v).tanh()),
+            Activation::Relu => v.max(zero),
+            Activation::Tanh => v.tanh(),
             Activation::LeakyRelu(slope) => {
-                let slope = T::of(slope);
-                y.iter_mut().for_each(|v| *v = if *v > zero { *v } else { *v * slope });
+                if v > zero {
+                    v
+                } else {
+                    v * T::of(slope)
+                }
             }
             Activation::Elu(alpha) => {
-                let alpha = T::of(alpha);
-                y.iter_mut().for_each(|v| *v = if *v > zero { *v } else { alpha * (*v).exp_m1() });
+                if v > zero {
+                    v
+                } else {
+                    T::of(alpha) * v.exp_m1()
+                }
             }
         }
     }
@@ -267,7 +288,7 @@ fn prefetch<T>(p: *const T) {
 /// `acc + a * b`, fused where the instruction set has it (without FMA, `mul_add` is a
 /// library call).
 #[inline(always)]
-fn madd<T: Real, const FMA: bool>(acc: T, a: T, b: T) -> T {
+pub(crate) fn madd<T: Real, const FMA: bool>(acc: T, a: T, b: T) -> T {
     if FMA {
         a.mul_add(b, acc)
     } else {

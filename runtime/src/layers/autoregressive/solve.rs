@@ -10,10 +10,13 @@
 //! still open. Rows are processed in tiles so the accumulators stay in cache; the inner loops
 //! are saxpys over contiguous slices, four source units and up to four rows at a time.
 
-use crate::nn::{Activation, Mlp};
+use crate::nn::{madd, Activation, Mlp};
 use crate::real::Real;
 use crate::transform::Transformer;
 use ndarray::{ArrayViewMut1, ArrayViewMut2};
+
+/// Elements per chunk of the push loops: one AVX-512 vector of f32, two of f64.
+const LANES: usize = 16;
 
 /// Rows per tile: the tile's accumulators (`TILE x` every layer's width) stay in L1/L2.
 const TILE: usize = 32;
@@ -25,8 +28,8 @@ struct SortedLayer<T> {
     w: Vec<T>,
     b: Vec<T>,
     cols: usize,
-    /// The first target column source row `r` may reach: every masked entry of the row lies
-    /// before it, and every target from it on is still open when the row is pushed.
+    /// Where source row `r`'s push starts: every entry before it is masked, and every
+    /// unmasked target from it on is still open when the row is pushed (see `aligned_start`).
     start: Vec<usize>,
 }
 
@@ -53,6 +56,8 @@ pub(crate) struct Tile<T> {
     /// `TILE x D` in degree order: y on entry, x once solved.
     x: Vec<T>,
     ld: Vec<T>,
+    /// One column of `x`, gathered for the transformer.
+    col: Vec<T>,
     /// Per hidden layer, how many sorted units are activated and pushed.
     done: Vec<usize>,
 }
@@ -111,13 +116,27 @@ impl<T: Real> Plan<T> {
         }
         l.start.clear();
         l.start.extend(src_deg.iter().map(|&m| {
-            if to_output {
+            let open = if to_output {
                 // Inputs of degree > m are still unsolved when a unit of degree m completes.
                 np * self.ord_deg.partition_point(|&d| d <= m)
             } else {
                 self.hdeg[i].partition_point(|&d| d < m)
-            }
+            };
+            aligned_start(open, l.cols)
         }));
+    }
+}
+
+/// `open` moved down so that `cols - start` is a whole number of [`LANES`] where the row
+/// allows it. The entries added in front are masked zeros: they add `s * 0` to units that
+/// are already final (and, if activated, already pushed on) or to open ones, changing
+/// neither, and the push loops then run without scalar remainders.
+fn aligned_start(open: usize, cols: usize) -> usize {
+    let padded = (cols - open).div_ceil(LANES) * LANES;
+    if padded <= cols {
+        cols - padded
+    } else {
+        open
     }
 }
 
@@ -166,9 +185,12 @@ fn solve_serial<T: Real, Tr: Transformer<T>>(
         }
         // Compiled per CPU (AVX-512, else AVX2 + FMA): the push loops vectorize at full width
         // in a default build.
-        crate::nn::simd(
+        crate::nn::simd_isa(
             #[inline(always)]
-            || tile.solve(tr, plan, rows),
+            |isa| match isa {
+                crate::nn::Isa::Plain => tile.solve::<Tr, false>(tr, plan, rows),
+                _ => tile.solve::<Tr, true>(tr, plan, rows),
+            },
         );
         for r in 0..rows {
             for (q, &k) in plan.ord.iter().enumerate() {
@@ -199,33 +221,36 @@ impl<T: Real> Tile<T> {
 
     /// The sequential solve of one tile (see the module docs).
     #[inline(always)]
-    fn solve<Tr: Transformer<T>>(&mut self, tr: &Tr, plan: &Plan<T>, rows: usize) {
+    fn solve<Tr: Transformer<T>, const FMA: bool>(&mut self, tr: &Tr, plan: &Plan<T>, rows: usize) {
         let (d, np) = (plan.ord.len(), plan.n_params);
         let mut q = 0;
         while q < d {
             // Units of degree below this step's degree are final: finish them first.
-            self.cascade(plan, rows, plan.ord_deg[q]);
+            self.cascade::<FMA>(plan, rows, plan.ord_deg[q]);
             // Every input of this degree (one, when the degrees are a permutation).
             let q1 = q + plan.ord_deg[q..].partition_point(|&m| m == plan.ord_deg[q]);
             let out = self.acc.last().map_or(&[][..], |a| &a[..]);
             let width = d * np;
-            for r in 0..rows {
-                for qq in q..q1 {
-                    let p = &out[r * width + qq * np..r * width + (qq + 1) * np];
-                    let (xv, l) = tr.invert_value(self.x[r * d + qq], p);
-                    self.x[r * d + qq] = xv;
-                    self.ld[r] += l;
+            for qq in q..q1 {
+                // A column of the tile at a time, so a transformer can vectorise across rows.
+                let col = &mut self.col;
+                col.clear();
+                col.extend((0..rows).map(|r| self.x[r * d + qq]));
+                tr.eval_rows(true, col, &out[qq * np..], width, &mut self.ld[..rows]);
+                for (r, &v) in col.iter().enumerate() {
+                    self.x[r * d + qq] = v;
                 }
             }
             let (src, acc) = (&self.x, &mut self.acc[0]);
-            push(&plan.layers[0], src, d, q..q1, acc, rows);
+            push::<T, FMA>(&plan.layers[0], None, src, d, q..q1, acc, rows);
             q = q1;
         }
     }
 
-    /// Activates every hidden unit of degree `< dn` not yet done and pushes it forward.
+    /// Pushes every hidden unit of degree `< dn` not yet done forward, activating it as it is
+    /// read (the accumulators keep pre-activations; only the pushes read hidden units).
     #[inline(always)]
-    fn cascade(&mut self, plan: &Plan<T>, rows: usize, dn: usize) {
+    fn cascade<const FMA: bool>(&mut self, plan: &Plan<T>, rows: usize, dn: usize) {
         let done = &mut self.done;
         let act = plan.act.unwrap_or(Activation::Relu);
         for (l, hd) in plan.hdeg.iter().enumerate() {
@@ -235,11 +260,8 @@ impl<T: Real> Tile<T> {
             }
             let width = hd.len();
             let (head, tail) = self.acc.split_at_mut(l + 1);
-            // Row slices, inlined into the caller's CPU-specific copy (vectorized).
-            for row in head[l].chunks_exact_mut(width).take(rows) {
-                act.apply_slice(&mut row[done[l]..upto]);
-            }
-            push(&plan.layers[l + 1], &head[l], width, done[l]..upto, &mut tail[0], rows);
+            let (layer, js) = (&plan.layers[l + 1], done[l]..upto);
+            push::<T, FMA>(layer, Some(act), &head[l], width, js, &mut tail[0], rows);
             done[l] = upto;
         }
     }
@@ -251,8 +273,9 @@ impl<T: Real> Tile<T> {
 /// is bound by loads and stores, not arithmetic: fours against pairs took C2's f32 sampling
 /// from 210 to 168 ms per 10,000 points); each row's arithmetic is the same as alone.
 #[inline(always)]
-fn push<T: Real>(
+fn push<T: Real, const FMA: bool>(
     l: &SortedLayer<T>,
+    act: Option<Activation>,
     src: &[T],
     src_width: usize,
     js: std::ops::Range<usize>,
@@ -266,20 +289,35 @@ fn push<T: Real>(
         let (b, rest) = rest.split_at_mut(cols);
         let (c, d) = rest.split_at_mut(cols);
         let sr = |i: usize| &src[(r + i) * src_width..];
-        push_quad(l, [sr(0), sr(1), sr(2), sr(3)], js.clone(), [a, b, c, d]);
+        push_quad::<T, FMA>(l, act, [sr(0), sr(1), sr(2), sr(3)], js.clone(), [a, b, c, d]);
         r += 4;
     }
     for r in r..rows {
         let s = &src[r * src_width..(r + 1) * src_width];
-        push_row(l, s, js.clone(), &mut dst[r * cols..(r + 1) * cols]);
+        push_row::<T, FMA>(l, act, s, js.clone(), &mut dst[r * cols..(r + 1) * cols]);
     }
+}
+
+/// Source value `v`, through the activation if the source is a hidden layer.
+#[inline(always)]
+fn activated<T: Real>(act: Option<Activation>, v: T) -> T {
+    act.map_or(v, |a| a.apply_value(v))
+}
+
+/// Source units `j..j + 4` of one row, [`activated`].
+#[inline(always)]
+fn four<T: Real>(act: Option<Activation>, s: &[T], j: usize) -> [T; 4] {
+    let s = &s[j..j + 4];
+    let a = |v| activated(act, v);
+    [a(s[0]), a(s[1]), a(s[2]), a(s[3])]
 }
 
 /// [`push_row`] for four rows: each weight row loaded serves four rows. A group of four
 /// source units is skipped only when it is zero in all four rows (ReLU leaves many zero).
 #[inline(always)]
-fn push_quad<T: Real>(
+fn push_quad<T: Real, const FMA: bool>(
     l: &SortedLayer<T>,
+    act: Option<Activation>,
     s: [&[T]; 4],
     js: std::ops::Range<usize>,
     d: [&mut [T]; 4],
@@ -290,68 +328,98 @@ fn push_quad<T: Real>(
     let mut j = js.start;
     while j + 4 <= js.end {
         let st = l.start[j];
-        let h = s.map(|s| [s[j], s[j + 1], s[j + 2], s[j + 3]]);
+        let h = [four(act, s[0], j), four(act, s[1], j), four(act, s[2], j), four(act, s[3], j)];
         if h != [[T::zero(); 4]; 4] {
             let w = [wrow(j, st), wrow(j + 1, st), wrow(j + 2, st), wrow(j + 3, st)];
-            axpy4x4([&mut d0[st..], &mut d1[st..], &mut d2[st..], &mut d3[st..]], h, w);
+            axpy4x4::<T, FMA>([&mut d0[st..], &mut d1[st..], &mut d2[st..], &mut d3[st..]], h, w);
         }
         j += 4;
     }
     for j in j..js.end {
         let st = l.start[j];
         for (d, s) in [&mut *d0, &mut *d1, &mut *d2, &mut *d3].into_iter().zip(s) {
-            axpy1(&mut d[st..], s[j], wrow(j, st));
+            axpy1::<T, FMA>(&mut d[st..], activated(act, s[j]), wrow(j, st));
         }
     }
 }
 
+/// `d_r[k] += h[r] . (w_0[k], .., w_3[k])` for four rows `r`. (A plain loop: the loop
+/// vectorizer makes it one vector per iteration with a scalar remainder, which is empty when
+/// the layer's start was aligned, see `aligned_start`. Fixed 16-element pieces measured 1.5
+/// times slower: fully unrolled, they were left to the SLP vectorizer.)
 #[inline(always)]
-fn axpy4x4<T: Real>(dst: [&mut [T]; 4], h: [[T; 4]; 4], w: [&[T]; 4]) {
+fn axpy4x4<T: Real, const FMA: bool>(dst: [&mut [T]; 4], h: [[T; 4]; 4], w: [&[T]; 4]) {
     let [d0, d1, d2, d3] = dst;
     let n = d0.len();
     let (d1, d2, d3) = (&mut d1[..n], &mut d2[..n], &mut d3[..n]);
     let (w0, w1, w2, w3) = (&w[0][..n], &w[1][..n], &w[2][..n], &w[3][..n]);
     let [a, b, c, e] = h;
-    for k in 0..n {
-        let (x0, x1, x2, x3) = (w0[k], w1[k], w2[k], w3[k]);
-        d0[k] += a[0] * x0 + a[1] * x1 + a[2] * x2 + a[3] * x3;
-        d1[k] += b[0] * x0 + b[1] * x1 + b[2] * x2 + b[3] * x3;
-        d2[k] += c[0] * x0 + c[1] * x1 + c[2] * x2 + c[3] * x3;
-        d3[k] += e[0] * x0 + e[1] * x1 + e[2] * x2 + e[3] * x3;
+    for t in 0..n {
+        let x = [w0[t], w1[t], w2[t], w3[t]];
+        d0[t] = dot4::<T, FMA>(d0[t], a, x);
+        d1[t] = dot4::<T, FMA>(d1[t], b, x);
+        d2[t] = dot4::<T, FMA>(d2[t], c, x);
+        d3[t] = dot4::<T, FMA>(d3[t], e, x);
     }
 }
 
 #[inline(always)]
-fn push_row<T: Real>(l: &SortedLayer<T>, s: &[T], js: std::ops::Range<usize>, drow: &mut [T]) {
+fn push_row<T: Real, const FMA: bool>(
+    l: &SortedLayer<T>,
+    act: Option<Activation>,
+    s: &[T],
+    js: std::ops::Range<usize>,
+    drow: &mut [T],
+) {
     let cols = l.cols;
     let wrow = |j: usize, st: usize| &l.w[j * cols + st..(j + 1) * cols];
     let mut j = js.start;
     while j + 4 <= js.end {
         let st = l.start[j];
-        let h = [s[j], s[j + 1], s[j + 2], s[j + 3]];
+        let h = four(act, s, j);
         if h != [T::zero(); 4] {
             let w = [wrow(j, st), wrow(j + 1, st), wrow(j + 2, st), wrow(j + 3, st)];
-            axpy4(&mut drow[st..], h, w);
+            axpy4::<T, FMA>(&mut drow[st..], h, w);
         }
         j += 4;
     }
     for j in j..js.end {
-        axpy1(&mut drow[l.start[j]..], s[j], wrow(j, l.start[j]));
+        axpy1::<T, FMA>(&mut drow[l.start[j]..], activated(act, s[j]), wrow(j, l.start[j]));
     }
 }
 
+/// [`axpy4x4`] for one row.
 #[inline(always)]
-fn axpy4<T: Real>(dst: &mut [T], h: [T; 4], w: [&[T]; 4]) {
+fn axpy4<T: Real, const FMA: bool>(dst: &mut [T], h: [T; 4], w: [&[T]; 4]) {
     let n = dst.len();
     let (w0, w1, w2, w3) = (&w[0][..n], &w[1][..n], &w[2][..n], &w[3][..n]);
-    for c in 0..n {
-        dst[c] += h[0] * w0[c] + h[1] * w1[c] + h[2] * w2[c] + h[3] * w3[c];
+    for t in 0..n {
+        dst[t] = dot4::<T, FMA>(dst[t], h, [w0[t], w1[t], w2[t], w3[t]]);
     }
 }
 
 #[inline(always)]
-fn axpy1<T: Real>(dst: &mut [T], h: T, w: &[T]) {
+fn axpy1<T: Real, const FMA: bool>(dst: &mut [T], h: T, w: &[T]) {
     for (d, &w) in dst.iter_mut().zip(w) {
-        *d += h * w;
+        *d = madd::<T, FMA>(*d, h, w);
+    }
+}
+
+/// `acc + h . x`: without FMA, the four products summed first, then added (as before
+/// fused multiply-adds were used); with it, a chain of four fused steps.
+#[inline(always)]
+fn dot4<T: Real, const FMA: bool>(acc: T, h: [T; 4], x: [T; 4]) -> T {
+    if FMA {
+        madd::<T, true>(
+            madd::<T, true>(
+                madd::<T, true>(madd::<T, true>(acc, h[0], x[0]), h[1], x[1]),
+                h[2],
+                x[2],
+            ),
+            h[3],
+            x[3],
+        )
+    } else {
+        acc + (h[0] * x[0] + h[1] * x[1] + h[2] * x[2] + h[3] * x[3])
     }
 }
