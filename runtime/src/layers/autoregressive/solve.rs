@@ -15,7 +15,8 @@ use crate::real::Real;
 use crate::transform::Transformer;
 use ndarray::{ArrayViewMut1, ArrayViewMut2};
 
-/// Elements per chunk of the push loops: one AVX-512 vector of f32, two of f64.
+/// The push loops' vector length in elements (one AVX-512 vector of f32, two of f64; two or
+/// four of AVX2): push starts are aligned so that the pushed lengths are multiples of it.
 const LANES: usize = 16;
 
 /// Rows per tile: the tile's accumulators (`TILE x` every layer's width) stay in L1/L2.
@@ -184,7 +185,7 @@ fn solve_serial<T: Real, Tr: Transformer<T>>(
             }
         }
         // Compiled per CPU (AVX-512, else AVX2 + FMA): the push loops vectorize at full width
-        // in a default build.
+        // in a default build, with fused multiply-adds where the copy has them.
         crate::nn::simd_isa(
             #[inline(always)]
             |isa| match isa {
@@ -405,20 +406,12 @@ fn axpy1<T: Real, const FMA: bool>(dst: &mut [T], h: T, w: &[T]) {
     }
 }
 
-/// `acc + h . x`: without FMA, the four products summed first, then added (as before
-/// fused multiply-adds were used); with it, a chain of four fused steps.
+/// `acc + h . x`: with FMA, a chain of four fused steps; without, the four products summed,
+/// then added (the arithmetic of the build's default target).
 #[inline(always)]
 fn dot4<T: Real, const FMA: bool>(acc: T, h: [T; 4], x: [T; 4]) -> T {
     if FMA {
-        madd::<T, true>(
-            madd::<T, true>(
-                madd::<T, true>(madd::<T, true>(acc, h[0], x[0]), h[1], x[1]),
-                h[2],
-                x[2],
-            ),
-            h[3],
-            x[3],
-        )
+        (0..4).fold(acc, |s, i| madd::<T, true>(s, h[i], x[i]))
     } else {
         acc + (h[0] * x[0] + h[1] * x[1] + h[2] * x[2] + h[3] * x[3])
     }
