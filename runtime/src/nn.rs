@@ -6,7 +6,9 @@
 use crate::gemm;
 use crate::params::{join, Params};
 use crate::real::Real;
-use ndarray::{s, Array, Array1, Array2, ArrayView2, ArrayViewMut2, Axis, Dimension, Zip};
+use ndarray::{
+    s, Array, Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis, Dimension, Zip,
+};
 use rand::RngExt;
 
 mod backward;
@@ -292,16 +294,13 @@ impl<T: Real> Mlp<T> {
             for (i, layer) in self.layers.iter().enumerate() {
                 let (done, rest) = outs.split_at_mut(i);
                 let input = if i == 0 { x.slice(rows) } else { done[i - 1].slice(rows) };
-                let mut out = rest[0].slice_mut(rows);
+                let out = rest[0].slice_mut(rows);
                 let act = if i < last { Some(self.act) } else { None };
                 let after_relu = i > 0 && self.act == Activation::Relu;
                 match (sp.blocks, sp.pieces) {
                     (None, Some(p)) if i == 1 => p.hidden_rows(x.slice(rows), out),
                     (None, _) => layer.forward_into(input, out, act, after_relu),
-                    (Some(b), _) => {
-                        blocked::product(input, layer.w.view(), out.view_mut(), false, &b[i]);
-                        add_bias_activate(out, &layer.b, act);
-                    }
+                    (Some(b), _) => blocked::forward(input, layer, out, act, &b[i]),
                 }
             }
         }
@@ -332,12 +331,16 @@ impl<T: Real> Dense<T> {
             }
         }
         gemm::gemm(input, self.w.view(), out.view_mut(), false);
-        add_bias_activate(out, &self.b, act);
+        add_bias_activate(out, self.b.view(), act);
     }
 }
 
 /// `out = act(out + b)` per row, in one pass (`act` None: the bias only).
-fn add_bias_activate<T: Real>(out: ArrayViewMut2<T>, b: &Array1<T>, act: Option<Activation>) {
+pub(crate) fn add_bias_activate<T: Real>(
+    out: ArrayViewMut2<T>,
+    b: ArrayView1<T>,
+    act: Option<Activation>,
+) {
     let zero = T::zero();
     match act {
         None => bias_map(out, b, |v| v),
@@ -355,7 +358,7 @@ fn add_bias_activate<T: Real>(out: ArrayViewMut2<T>, b: &Array1<T>, act: Option<
 }
 
 /// `out[i, j] = f(out[i, j] + b[j])`.
-fn bias_map<T: Real>(out: ArrayViewMut2<T>, b: &Array1<T>, f: impl Fn(T) -> T) {
+fn bias_map<T: Real>(out: ArrayViewMut2<T>, b: ArrayView1<T>, f: impl Fn(T) -> T) {
     simd(
         #[inline(always)]
         || bias_map_body(out, b, f),
@@ -363,7 +366,7 @@ fn bias_map<T: Real>(out: ArrayViewMut2<T>, b: &Array1<T>, f: impl Fn(T) -> T) {
 }
 
 #[inline(always)]
-fn bias_map_body<T: Real>(mut out: ArrayViewMut2<T>, b: &Array1<T>, f: impl Fn(T) -> T) {
+fn bias_map_body<T: Real>(mut out: ArrayViewMut2<T>, b: ArrayView1<T>, f: impl Fn(T) -> T) {
     match b.as_slice() {
         Some(bias) => {
             for mut row in out.rows_mut() {
