@@ -314,25 +314,39 @@ impl<T: Real> Dense<T> {
     fn forward_into(
         &self,
         input: ArrayView2<T>,
-        mut out: ArrayViewMut2<T>,
+        out: ArrayViewMut2<T>,
         act: Option<Activation>,
         after_relu: bool,
     ) {
-        let relu = act == Some(Activation::Relu);
-        if let (true, Some(bias)) = (act.is_none() || relu, self.b.as_slice()) {
-            let (w, o) = (self.w.view(), out.view_mut());
-            let fused = if after_relu {
-                gemm::fused_dense_after_relu(input, w, Some(bias), relu, o)
-            } else {
-                gemm::fused_dense(input, w, Some(bias), relu, o)
-            };
-            if fused {
-                return;
-            }
-        }
-        gemm::gemm(input, self.w.view(), out.view_mut(), false);
-        add_bias_activate(out, self.b.view(), act);
+        dense_into(input, self.w.view(), self.b.view(), act, after_relu, out);
     }
+}
+
+/// `out = act(input w + b)` (see [`Dense::forward_into`]): fused where the kernel applies,
+/// else the product then [`add_bias_activate`]. Also one block of a masked layer's columns
+/// (`blocked::forward`).
+pub(crate) fn dense_into<T: Real>(
+    input: ArrayView2<T>,
+    w: ArrayView2<T>,
+    b: ArrayView1<T>,
+    act: Option<Activation>,
+    after_relu: bool,
+    mut out: ArrayViewMut2<T>,
+) {
+    let relu = act == Some(Activation::Relu);
+    if let (true, Some(bias)) = (act.is_none() || relu, b.as_slice()) {
+        let o = out.view_mut();
+        let fused = if after_relu {
+            gemm::fused_dense_after_relu(input, w, Some(bias), relu, o)
+        } else {
+            gemm::fused_dense(input, w, Some(bias), relu, o)
+        };
+        if fused {
+            return;
+        }
+    }
+    gemm::gemm(input, w, out.view_mut(), false);
+    add_bias_activate(out, b, act);
 }
 
 /// `out = act(out + b)` per row, in one pass (`act` None: the bias only).

@@ -17,7 +17,7 @@
 //! masked network, so the products are exact; gradient entries outside every block are never
 //! written (the caller's accumulator keeps its zeros).
 
-use super::{add_bias_activate, Activation, Dense};
+use super::{add_bias_activate, dense_into, Activation, Dense};
 use crate::gemm;
 use crate::real::Real;
 use ndarray::{s, ArrayView2, ArrayViewMut2, Axis};
@@ -76,10 +76,9 @@ pub(crate) fn product<T: Real>(
     }
 }
 
-/// `out = act(input w + b)` for `layer`, reading only the blocks of its weight: each block in
-/// one pass of the fused AVX-512 kernel where it applies (no activation or ReLU; see
-/// [`gemm::fused_dense`]), else its product, then the bias and activation. Worth splitting by
-/// rows, all of it as [`product`] then the bias and activation.
+/// `out = act(input w + b)` for `layer`, reading only the blocks of its weight: each block as
+/// one dense layer ([`dense_into`]: the fused AVX-512 kernel where it applies, bias and ReLU in
+/// registers). Worth splitting by rows, all of it as [`product`] then the bias and activation.
 pub(crate) fn forward<T: Real>(
     input: ArrayView2<T>,
     layer: &Dense<T>,
@@ -87,27 +86,15 @@ pub(crate) fn forward<T: Real>(
     act: Option<Activation>,
     blocks: &[Block],
 ) {
-    let relu = match act {
-        None => Some(false),
-        Some(Activation::Relu) => Some(true),
-        Some(_) => None,
-    };
-    let (m, bias) = (input.nrows(), layer.b.as_slice());
-    let (Some(relu), Some(bias)) = (relu, bias) else {
-        product(input, layer.w.view(), out.view_mut(), false, blocks);
-        return add_bias_activate(out, layer.b.view(), act);
-    };
+    let m = input.nrows();
     if gemm::split_worth(macs(m, blocks), m) {
         product(input, layer.w.view(), out.view_mut(), false, blocks);
         return add_bias_activate(out, layer.b.view(), act);
     }
     for b in blocks {
         let (a, w) = (input.slice(s![.., ..b.k]), layer.w.slice(s![..b.k, b.cols.clone()]));
-        let cols = s![.., b.cols.clone()];
-        if !gemm::fused_dense(a, w, Some(&bias[b.cols.clone()]), relu, out.slice_mut(cols)) {
-            gemm::gemm(a, w, out.slice_mut(cols), false);
-            add_bias_activate(out.slice_mut(cols), layer.b.slice(s![b.cols.clone()]), act);
-        }
+        let (bias, o) = (layer.b.slice(s![b.cols.clone()]), out.slice_mut(s![.., b.cols.clone()]));
+        dense_into(a, w, bias, act, false, o);
     }
 }
 
